@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# README command 2 (and CI): set up, install the Debian tools some tests use, run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  # espeak-ng speaks the sentence the converted Whisper must transcribe
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng"
+  else
+    echo "warning: espeak-ng missing and not root: the transcription tests will be skipped"
+  fi
+fi
+exec .venv/bin/python -m pytest -q "$@"

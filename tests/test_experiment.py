@@ -1,0 +1,77 @@
+"""End to end on real EmoDB clips: one parent MLflow run per (backbone, dataset) with a nested run per fold,
+read back with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from trustser.cli import main
+from trustser.experiment import RunConfig, run_experiment
+from trustser.training import TrainConfig
+
+
+def run_tiny(data_root, folds="1,2", backbone="whisper_tiny", epochs=2):
+    return run_experiment(RunConfig(backbone=backbone, dataset="emodb", data_root=str(data_root), folds=folds,
+                                    random_init=True, train=TrainConfig(epochs=epochs), progress=False))
+
+
+def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
+    result = run_tiny(mini_emodb)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["weights"] == "random"
+    assert parent.data.params["backbone"] == "whisper_tiny" and parent.data.params["dataset"] == "emodb"
+    assert {"test_uar_mean", "test_uar_std", "features_computed"} <= set(parent.data.metrics)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert sorted(r.data.tags["fold"] for r in children) == ["fold1", "fold2"]
+    for child in children:
+        assert 0.0 <= child.data.metrics["test_uar"] <= 1.0
+        assert {"test_recall_neutral", "test_recall_angry", "fairness_equality_of_odds"} <= set(child.data.metrics)
+        assert len(client.get_metric_history(child.info.run_id, "val_uar")) == 2
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"confusion_matrix.png", "predictions.csv", "speakers.json"} <= artifacts
+        speakers = json.loads(open(client.download_artifacts(child.info.run_id, "speakers.json")).read())
+        assert not set(speakers["test"]) & set(speakers["train"])
+    mean = sum(c.data.metrics["test_uar"] for c in children) / 2
+    assert parent.data.metrics["test_uar_mean"] == pytest.approx(mean)
+
+
+def test_training_is_deterministic_on_cpu(mini_emodb):
+    a = run_tiny(mini_emodb, folds="1")
+    b = run_tiny(mini_emodb, folds="1")
+    assert a.folds[0].train.history == b.folds[0].train.history
+
+
+@pytest.mark.parametrize("backbone", ["apc", "tera", "whisper_small", "wav2vec2_base", "wavlm_base_plus"])
+def test_every_backbone_runs_a_fold_end_to_end(mini_emodb, backbone):
+    result = run_tiny(mini_emodb, folds="1", backbone=backbone, epochs=1)
+    assert 0.0 <= result.folds[0].metrics["test_uar"] <= 1.0
+
+
+def test_cli_run_prints_uar_and_warns_about_random_weights(mini_emodb):
+    out = CliRunner().invoke(main, ["run", "--backbone", "whisper_tiny", "--random-init", "--data-root",
+                                    str(mini_emodb), "--folds", "1", "--epochs", "1", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "RANDOM weights" in out.output and "test UAR" in out.output
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    out = CliRunner().invoke(main, ["run", "--dataset", "emodb", "--data-root", str(tmp_path), "--random-init"])
+    assert out.exit_code == 2
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("trustser: error: EmoDB not found") and "Traceback" not in out.output
+
+
+def test_cli_ls_json_lists_backbones_and_datasets():
+    out = CliRunner().invoke(main, ["ls", "--json"])
+    rows = json.loads(out.output)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["whisper_base"]["kind"] == "backbone" and by_name["whisper_base"]["layers"] == 6
+    assert by_name["whisper_base"]["hidden_size"] == 512 and "weights" in by_name["apc"]
+    assert by_name["emodb"]["kind"] == "dataset"

@@ -1,0 +1,105 @@
+"""The feature cache: computed once, reused without calling the backbone, written atomically, verified on read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from trustser.backbones.loading import load_backbone
+from trustser.corpora import load_corpus
+from trustser.features import CorruptEntry, extract_features, feature_dir, read_entry, write_entry
+
+
+class CountingBackbone(torch.nn.Module):
+    """Wraps a backbone and counts forward calls."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.spec, self.calls = inner, inner.spec, 0
+
+    def forward(self, waves, lengths):
+        self.calls += 1
+        return self.inner(waves, lengths)
+
+
+@pytest.fixture
+def tiny_setup(mini_emodb):
+    index = load_corpus("emodb", mini_emodb)
+    backbone, source = load_backbone("whisper_tiny", random_init=True)
+    return index, CountingBackbone(backbone), source
+
+
+def test_second_extraction_reuses_the_cache_without_calling_the_backbone(tiny_setup):
+    index, backbone, source = tiny_setup
+    first, stats1 = extract_features(index, backbone, source, progress=False)
+    calls = backbone.calls
+    assert calls == len(index.clips) == stats1.computed
+    second, stats2 = extract_features(index, backbone, source, progress=False)
+    assert backbone.calls == calls and stats2.reused == len(index.clips) and stats2.computed == 0
+    some = next(iter(first))
+    assert first[some].dtype == torch.float16
+    torch.testing.assert_close(first[some], second[some])
+
+
+def test_a_corrupted_entry_is_detected_and_rebuilt(tiny_setup):
+    index, backbone, source = tiny_setup
+    extract_features(index, backbone, source, progress=False)
+    entries = sorted(Path(feature_dir_of(backbone, source)).glob("*.safetensors"))
+    victim = entries[0]
+    data = bytearray(victim.read_bytes())
+    data[-10] ^= 0xFF  # flip a byte inside the tensor data
+    victim.write_bytes(bytes(data))
+    truncated = entries[1]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    _, stats = extract_features(index, backbone, source, progress=False)
+    assert stats.rebuilt_corrupt == 2 and stats.computed == 2
+    read_entry(victim)  # valid again
+
+
+def feature_dir_of(backbone, source):
+    from trustser.features import FeatureKey
+
+    return feature_dir(FeatureKey(backbone.spec.name, source.identity))
+
+
+def test_checksum_mismatch_raises_corrupt_entry(tmp_path):
+    path = tmp_path / "x.safetensors"
+    write_entry(path, torch.randn(2, 3, 4))
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptEntry, match="checksum"):
+        read_entry(path)
+
+
+def test_a_write_killed_midway_leaves_no_entry_under_the_final_name(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    def dying_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise KeyboardInterrupt  # what a Ctrl-C or kill during the write looks like to Python
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dying_save)
+    target = tmp_path / "entry.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        write_entry(target, torch.randn(2, 2))
+    assert not target.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_and_empty_wavs_are_skipped_counted_and_dropped_from_folds(mini_emodb):
+    wavs = sorted((mini_emodb / "wav").glob("*.wav"))
+    wavs[0].write_bytes(b"RIFF\x00\x00garbage")
+    wavs[1].write_bytes(b"")
+    index = load_corpus("emodb", mini_emodb)
+    n = len(index.clips)
+    backbone, source = load_backbone("whisper_tiny", random_init=True)
+    features, stats = extract_features(index, backbone, source, progress=False)
+    assert sum(stats.skipped.values()) == 2 and stats.skipped["unreadable"] >= 1
+    assert len(index.clips) == len(features) == n - 2
+    skipped = {s.item for s in index.skipped}
+    assert str(wavs[0]) in skipped and str(wavs[1]) in skipped
+    assert all(c in index.clips for f in index.folds for part in f.partitions().values() for c in part)

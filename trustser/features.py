@@ -1,0 +1,187 @@
+"""The feature cache: every layer's hidden states of a clip, computed once per
+(backbone, weights identity, clip content, max length, precision) and reused across epochs, folds, probes and trials.
+
+Entries are safetensors files holding fp16 ``hidden`` [layers, frames, hidden] plus a CRC32 of those bytes in the
+metadata. They are written to a temporary file in the same directory and renamed into place, so a killed run never
+leaves a partial file under a final name; a file that fails its checksum on read is reported, deleted and rebuilt.
+Two processes extracting the same clip both write complete files and the last rename wins with identical content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+from trustser import MAX_SECONDS, SAMPLE_RATE
+from trustser.audio import load_audio
+from trustser.backbones.base import Backbone
+from trustser.backbones.weights import WeightsSource
+from trustser.corpora.base import CorpusIndex
+from trustser.errors import AudioError
+from trustser.paths import cache_dir
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """What makes features different; its digest names the cache directory."""
+
+    backbone: str
+    weights_identity: str
+    max_seconds: float = MAX_SECONDS
+    precision: str = "fp32"
+    upto_layer: int | None = None  # for partial-unfreezing: hidden states up to (and including) this index only
+
+    def digest(self) -> str:
+        payload = json.dumps({**self.__dict__, "format": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def clip_digest(path: Path) -> str:
+    """The content hash of an audio file: a renamed or copied corpus hits the same entries, an edited clip does not."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class CorruptEntry(Exception):
+    pass
+
+
+def write_entry(path: Path, hidden: Tensor) -> None:
+    from safetensors.torch import save_file
+
+    data = hidden.to(torch.float16).contiguous()
+    crc = zlib.crc32(data.numpy().tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file({"hidden": data}, tmp, metadata={"crc32": str(crc), "format": str(FORMAT_VERSION)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_entry(path: Path) -> Tensor:
+    """Load and verify one entry; raises CorruptEntry on any damage (truncation, flipped bytes, bad header)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            crc = int(f.metadata()["crc32"])
+            hidden = f.get_tensor("hidden")
+    except Exception as exc:
+        raise CorruptEntry(f"{path}: unreadable ({type(exc).__name__})") from None
+    if zlib.crc32(hidden.numpy().tobytes()) != crc:
+        raise CorruptEntry(f"{path}: checksum mismatch")
+    return hidden
+
+
+@dataclass
+class ExtractionStats:
+    computed: int = 0
+    reused: int = 0
+    rebuilt_corrupt: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def as_metrics(self) -> dict[str, float]:
+        out = {"features_computed": self.computed, "features_reused": self.reused,
+               "features_rebuilt_corrupt": self.rebuilt_corrupt, "clips_skipped_audio": sum(self.skipped.values())}
+        out.update({f"skipped_{reason}": n for reason, n in self.skipped.items()})
+        return out
+
+
+class FeatureStore(Mapping[str, Tensor]):
+    """Clip id → fp16 hidden states [layers, frames, hidden], held in memory after extraction."""
+
+    def __init__(self, features: dict[str, Tensor], key: FeatureKey) -> None:
+        self._features = features
+        self.key = key
+
+    def __getitem__(self, clip_id: str) -> Tensor:
+        return self._features[clip_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._features)
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+
+def feature_dir(key: FeatureKey, cache: str | Path | None = None) -> Path:
+    return cache_dir(cache) / "features" / key.backbone / key.digest()
+
+
+def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSource,
+                     cache: str | Path | None = None, max_seconds: float = MAX_SECONDS,
+                     clip_ids: Iterable[str] | None = None, progress: bool = True,
+                     stats: ExtractionStats | None = None) -> tuple[FeatureStore, ExtractionStats]:
+    """Features for every clip of ``index`` (or ``clip_ids``), from the cache where present.
+
+    Clips whose audio is unusable are removed from the index (and its folds) with their reason, and counted.
+    """
+    from tqdm.auto import tqdm
+
+    key = FeatureKey(backbone.spec.name, source.identity, max_seconds)
+    directory = feature_dir(key, cache)
+    stats = stats or ExtractionStats()
+    features: dict[str, Tensor] = {}
+    ids = list(clip_ids) if clip_ids is not None else sorted(index.clips)
+    for clip_id in tqdm(ids, desc=f"features {backbone.spec.name}", unit="clip", disable=not progress):
+        clip = index.clips[clip_id]
+        try:
+            entry = directory / f"{clip_digest(clip.path)}.safetensors"
+        except OSError as exc:
+            stats.skipped["unreadable"] += 1
+            index.drop(clip_id, "unreadable", str(exc))
+            continue
+        if entry.exists():
+            try:
+                features[clip_id] = read_entry(entry)
+                stats.reused += 1
+                continue
+            except CorruptEntry as exc:
+                log.warning("feature cache entry corrupt, rebuilding: %s", exc)
+                entry.unlink(missing_ok=True)
+                stats.rebuilt_corrupt += 1
+        try:
+            samples = load_audio(clip.path, max_seconds=max_seconds)
+        except AudioError as exc:
+            log.warning("skipping clip: %s", exc)
+            stats.skipped[exc.reason] += 1
+            index.drop(clip_id, exc.reason, str(exc))
+            continue
+        hidden = compute_hidden(backbone, torch.from_numpy(samples))
+        write_entry(entry, hidden)
+        features[clip_id] = hidden.to(torch.float16)
+        stats.computed += 1
+    return FeatureStore(features, key), stats
+
+
+@torch.inference_mode()
+def compute_hidden(backbone: Backbone, samples: Tensor) -> Tensor:
+    """One clip's hidden states [layers, frames, hidden] (fp32; the cache stores fp16)."""
+    out = backbone(samples[None], torch.tensor([samples.shape[0]]))
+    frames = int(out.mask[0].sum())
+    return out.hidden[0, :, :frames]
+
+
+def max_samples(max_seconds: float = MAX_SECONDS) -> int:
+    return int(round(max_seconds * SAMPLE_RATE))

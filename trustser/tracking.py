@@ -1,0 +1,76 @@
+"""MLflow at the edge: where runs go, and logging helpers that never fight ``mlflow run``.
+
+Default store: a local sqlite database ``mlflow.db`` in the working directory with artifacts under an absolute
+``mlartifacts/`` path beside it; ``MLFLOW_TRACKING_URI`` overrides. Under ``mlflow run`` the project run
+(``MLFLOW_RUN_ID``) becomes the parent run, and because MLflow refuses to re-log a parameter with another value,
+parameters already logged by ``mlflow run`` are left alone and a differing resolved value goes under ``resolved.KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+DEFAULT_EXPERIMENT = "trustser"
+
+
+def default_tracking_uri(workdir: Path | None = None) -> str:
+    return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
+
+
+def setup_tracking(experiment: str | None = None, workdir: Path | None = None) -> str:
+    """Point MLflow at the configured store and select (creating if needed) the experiment; returns the URI."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+    mlflow.set_tracking_uri(uri)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return uri  # mlflow run chose the experiment and the run
+    name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(name) is None:
+        artifact_location = None
+        if uri.startswith("sqlite:"):
+            artifact_location = ((workdir or Path.cwd()).resolve() / "mlartifacts").as_uri()
+        client.create_experiment(name, artifact_location=artifact_location)
+    mlflow.set_experiment(name)
+    return uri
+
+
+def log_params_safely(params: Mapping[str, Any]) -> None:
+    """Log params on the active run, skipping equal existing values and renaming conflicting ones."""
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    fresh: dict[str, str] = {}
+    for key, value in params.items():
+        text = "" if value is None else str(value)
+        if key not in existing:
+            fresh[key] = text[:6000]
+        elif existing[key] != text:
+            fresh[f"resolved.{key}"] = text[:6000]
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def log_figure_png(fig: Any, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_figure(fig, artifact_file)
+
+
+@contextmanager
+def artifact_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="trustser-artifacts-") as tmp:
+        yield Path(tmp)

@@ -1,0 +1,110 @@
+"""Train a head on cached features; the same function trains the emotion model and the privacy probes.
+
+``train_head`` is a plain function returning the best-on-validation head and its history, so a single run, a
+probe and a study trial all call the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trustser.head import EmotionHead
+from trustser.metrics.performance import uar
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The method's defaults: Adam, lr 5e-4, batch 64, at most 30 epochs, model chosen on validation UAR."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 5e-4
+    width: int = 128
+    pooling: str = "weighted"
+    seed: int = 0
+
+    def as_params(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    head: EmotionHead
+    best_epoch: int
+    best_val_uar: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def collate(features: Mapping[str, Tensor], ids: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Pad clips [L, T_i, H] to a batch [B, L, T_max, H] (fp32) and its frame mask [B, T_max]."""
+    items = [features[i] for i in ids]
+    longest = max(x.shape[1] for x in items)
+    num_layers, hidden = items[0].shape[0], items[0].shape[2]
+    batch = torch.zeros(len(items), num_layers, longest, hidden)
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for b, x in enumerate(items):
+        batch[b, :, : x.shape[1]] = x
+        mask[b, : x.shape[1]] = True
+    return batch, mask
+
+
+@torch.no_grad()
+def predict_logits(head: EmotionHead, features: Mapping[str, Tensor], ids: Sequence[str],
+                   batch_size: int = 64) -> Tensor:
+    head.eval()
+    # sorting by length cuts padding; results are put back in the caller's order
+    order = sorted(range(len(ids)), key=lambda i: features[ids[i]].shape[1])
+    out = torch.empty(len(ids), head.fc2.out_features)
+    for start in range(0, len(ids), batch_size):
+        chunk = order[start : start + batch_size]
+        hidden, mask = collate(features, [ids[i] for i in chunk])
+        out[chunk] = head(hidden, mask)
+    return out
+
+
+def predict(head: EmotionHead, features: Mapping[str, Tensor], ids: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    return predict_logits(head, features, ids, batch_size).argmax(-1).numpy()
+
+
+def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_ids: Sequence[str],
+               val_ids: Sequence[str], num_classes: int, config: TrainConfig = TrainConfig(),
+               progress: bool = False, desc: str = "train") -> TrainResult:
+    if not train_ids or not val_ids:
+        raise ValueError(f"{desc}: empty train ({len(train_ids)}) or validation ({len(val_ids)}) partition")
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    first = features[train_ids[0]]
+    head = EmotionHead(first.shape[0], first.shape[2], num_classes, config.width, config.pooling)
+    optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)
+    y_val = np.array([labels[i] for i in val_ids])
+    best = (-1.0, 0, None)
+    history = []
+    for epoch in tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress):
+        head.train()
+        perm = torch.randperm(len(train_ids), generator=generator).tolist()
+        total, seen = 0.0, 0
+        for start in range(0, len(perm), config.batch_size):
+            ids = [train_ids[i] for i in perm[start : start + config.batch_size]]
+            hidden, mask = collate(features, ids)
+            target = torch.tensor([labels[i] for i in ids])
+            loss = F.cross_entropy(head(hidden, mask), target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(ids)
+            seen += len(ids)
+        val_uar = uar(y_val, predict(head, features, val_ids, config.batch_size), num_classes)
+        history.append({"epoch": epoch, "train_loss": total / seen, "val_uar": val_uar})
+        if val_uar > best[0]:
+            best = (val_uar, epoch, {k: v.clone() for k, v in head.state_dict().items()})
+    head.load_state_dict(best[2])
+    head.eval()
+    return TrainResult(head, best[1], best[0], history)
