@@ -79,10 +79,46 @@ def _none_if_empty(value: str | None) -> str | None:
     return value if value not in (None, "", "None", "none") else None
 
 
+def parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    from trustser.errors import ConfigError
+
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"corpus option '{pair}' is not KEY=VALUE")
+        out.append((key.strip(), value.strip()))
+    return tuple(out)
+
+
+@main.group("data")
+def data_group() -> None:
+    """Inspect corpora and their protocol."""
+
+
+@data_group.command("summary")
+@click.argument("dataset")
+@click.option("--data-root", default=None)
+@click.option("--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE")
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def data_summary(dataset: str, data_root: str | None, corpus_options: tuple[str, ...], as_json: bool) -> None:
+    """Per-class, per-gender and per-fold counts, and what was skipped and why."""
+    from trustser.corpora import load_corpus
+    from trustser.corpora.summary import format_summary, summarize
+
+    index = load_corpus(dataset, _none_if_empty(data_root), dict(parse_options(corpus_options)))
+    summary = summarize(index)
+    click.echo(json.dumps(summary, indent=1, default=str) if as_json else format_summary(summary))
+
+
 @main.command("run")
 @click.option("--backbone", default="whisper_base", show_default=True)
 @click.option("--dataset", default="emodb", show_default=True)
 @click.option("--data-root", default=None, help="Corpus root (default: the shipped copy, where there is one).")
+@click.option("--manifest", default=None, help="A manifest CSV (path,speaker,gender,emotion[,split|fold]); implies --dataset manifest.")
+@click.option("--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE",
+              help="Loader option, repeatable (e.g. merge_excited=false, label_source=intended, emotion_map=joy=happy).")
 @click.option("--folds", default="all", show_default=True, help="'all' or fold numbers like 1,3.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
@@ -95,14 +131,17 @@ def _none_if_empty(value: str | None) -> str | None:
 @click.option("--experiment", default=None, help="MLflow experiment name (default: trustser).")
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def run_command(backbone, dataset, data_root, folds, epochs, batch_size, lr, seed, weights, random_init,
+def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, epochs, batch_size, lr, seed, weights, random_init,
                 cache_dir, experiment, no_progress) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow."""
     from trustser.experiment import RunConfig, run_experiment
     from trustser.training import TrainConfig
 
+    if _none_if_empty(manifest):
+        dataset, data_root = "manifest", manifest
     config = RunConfig(
         backbone=backbone, dataset=dataset, data_root=_none_if_empty(data_root), folds=str(folds),
+        corpus_options=parse_options(corpus_options),
         weights=_none_if_empty(weights), random_init=random_init, cache_dir=_none_if_empty(cache_dir),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
         experiment=_none_if_empty(experiment), progress=not no_progress,

@@ -22,6 +22,7 @@ from trustser.errors import ConfigError
 from trustser.features import ExtractionStats, FeatureStore, extract_features
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_report
+from trustser.metrics.privacy import PROBE_CONFIG, gender_probe, speaker_probe
 from trustser.training import TrainConfig, TrainResult, predict, train_head
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RunConfig:
     backbone: str = "whisper_base"
     dataset: str = "emodb"
     data_root: str | None = None
+    corpus_options: tuple[tuple[str, str], ...] = ()  # loader options, e.g. (("merge_excited", "false"),)
     folds: str = "all"  # "all", or fold numbers "1,3", 1-based
     weights: str | None = None
     random_init: bool = False
@@ -84,9 +86,15 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     fair = fairness_report(y_true, y_pred, genders, len(EMOTIONS))
     metrics = {f"test_{k}": v for k, v in perf.to_dict().items()}
     metrics.update({f"fairness_{k}": v for k, v in fair.to_dict().items()})
+    probe_config = TrainConfig(**{**config.as_params(), "epochs": PROBE_CONFIG.epochs})
+    gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
+    speaker = speaker_probe(features, index.clips, fold.train, probe_config)
+    metrics.update(gender.to_dict("privacy_gender"))
+    metrics.update(speaker.to_dict("privacy_speaker"))
     metrics["best_epoch"] = float(result.best_epoch)
     metrics["best_val_uar"] = result.best_val_uar
-    details = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true, "y_pred": y_pred}
+    details = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true, "y_pred": y_pred,
+               "probes": {"gender": gender, "speaker": speaker}}
     return metrics, result, details
 
 
@@ -96,7 +104,7 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
     from trustser import tracking
 
     started = time.perf_counter()
-    index = load_corpus(config.dataset, config.data_root)
+    index = load_corpus(config.dataset, config.data_root, dict(config.corpus_options))
     folds = select_folds(index.folds, config.folds)
     backbone, source = load_backbone(config.backbone, config.weights, config.random_init, config.train.seed)
     tracking.setup_tracking(config.experiment)
@@ -146,6 +154,9 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         perf, fair = details["performance"], details["fairness"]
         if fair.reason:
             mlflow.set_tag("fairness_undefined", fair.reason[:5000])
+        for name, probe in details["probes"].items():
+            if probe.reason:
+                mlflow.set_tag(f"privacy_{name}_undefined", probe.reason)
         mlflow.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
                           "confusion_matrix.png")
         rows = ["clip_id,speaker,gender,true,predicted"]

@@ -688,6 +688,7 @@ def write_hf_whisper(ct2_dir: Path, output: Path) -> None:
 
 
 def check_against_architecture(config: object, state: dict, source: Path) -> None:
+    """Same keys and shapes as transformers' own model, or NotWhisperError (from_pretrained would only warn)."""
     import torch
     from transformers import WhisperForConditionalGeneration
 
@@ -696,7 +697,7 @@ def check_against_architecture(config: object, state: dict, source: Path) -> Non
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected.keys() & state.keys() if tuple(expected[k].shape) != tuple(state[k].shape)]
     if missing or extra or wrong:
-        raise WeightsNotFoundError(
+        raise NotWhisperError(
             f"{source}: conversion does not match transformers' Whisper: missing {missing[:5]}, "
             f"unexpected {extra[:5]}, wrong shapes {wrong[:5]}"
         )
@@ -713,7 +714,9 @@ def write_tokenizer_files(ct2_dir: Path, output: Path) -> None:
         return
     tokenizer = json.loads(source.read_text(encoding="utf-8"))
     shutil.copyfile(source, output / "tokenizer.json")
-    model = tokenizer["model"]
+    model = tokenizer.get("model") or {}
+    if "vocab" not in model or "merges" not in model:  # not a BPE tokenizer.json: nothing more to derive
+        return
     (output / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     (output / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")

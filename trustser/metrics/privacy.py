@@ -1,0 +1,96 @@
+"""Privacy: how much the frozen embeddings reveal about who is speaking.
+
+- Gender probe (the method's privacy metric): the emotion head's architecture trained on the same cached features
+  to predict gender (Adam, lr 5e-4, 10 epochs, model chosen on validation UAR), trained on the fold's train
+  speakers, selected on its validation speakers and tested on its unseen test speakers. Its test accuracy is the
+  privacy risk (higher = worse). Clips of unknown gender are left out and counted.
+- Speaker-identification probe (the next attack the paper names): the same head predicting the speaker among the
+  fold's training speakers, with an utterance-level split *within* each speaker (each speaker's clips, ordered by
+  a hash of the clip id, go 60 % train / 20 % validation / 20 % test), so every test speaker was seen in training.
+  Chance level is 1 / number of speakers and is logged beside it.
+
+Both use only cached features: no backbone pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from torch import Tensor
+
+from trustser.corpora.base import GENDERS, Clip
+from trustser.metrics.performance import uar
+from trustser.training import TrainConfig, predict, train_head
+
+PROBE_CONFIG = TrainConfig(epochs=10)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    accuracy: float
+    uar: float
+    n_test: int
+    n_classes: int
+    chance: float
+    reason: str | None = None
+
+    def to_dict(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_accuracy": self.accuracy, f"{prefix}_uar": self.uar, f"{prefix}_n_test": float(self.n_test),
+                f"{prefix}_chance": self.chance}
+
+
+def undefined(reason: str, n_classes: int = 0) -> ProbeResult:
+    return ProbeResult(float("nan"), float("nan"), 0, n_classes, float("nan"), reason)
+
+
+def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Sequence[str], val: Sequence[str],
+           test: Sequence[str], n_classes: int, config: TrainConfig) -> ProbeResult:
+    result = train_head(features, labels, list(train), list(val), n_classes, config, desc="probe")
+    y_true = np.array([labels[c] for c in test])
+    y_pred = predict(result.head, features, list(test), config.batch_size)
+    return ProbeResult(float((y_true == y_pred).mean()), uar(y_true, y_pred, n_classes), len(test), n_classes,
+                       1.0 / n_classes)
+
+
+def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], train: Sequence[str],
+                 validation: Sequence[str], test: Sequence[str], config: TrainConfig = PROBE_CONFIG) -> ProbeResult:
+    labels = {c: GENDERS.index(clips[c].gender) for c in (*train, *validation, *test) if clips[c].gender in GENDERS}
+    parts = [[c for c in ids if c in labels] for ids in (train, validation, test)]
+    for name, part in zip(("train", "validation", "test"), parts):
+        present = {labels[c] for c in part}
+        if len(present) < 2:
+            return undefined(f"gender probe undefined: the {name} partition has clips of {len(present)} gender(s)", 2)
+    return _probe(features, labels, *parts, 2, config)
+
+
+def within_speaker_split(clip_ids: Sequence[str], clips: Mapping[str, Clip]) -> tuple[list[str], list[str], list[str]]:
+    """Deterministic 60/20/20 utterance split inside each speaker (speakers with < 3 clips stay in train only)."""
+    by_speaker: dict[str, list[str]] = {}
+    for c in clip_ids:
+        by_speaker.setdefault(clips[c].speaker, []).append(c)
+    train, val, test = [], [], []
+    for ids in by_speaker.values():
+        ids = sorted(ids, key=lambda c: hashlib.sha1(c.encode()).hexdigest())
+        if len(ids) < 3:
+            train += ids
+            continue
+        n_held = max(1, round(0.2 * len(ids)))
+        test += ids[:n_held]
+        val += ids[n_held : 2 * n_held]
+        train += ids[2 * n_held :]
+    return train, val, test
+
+
+def speaker_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], speaker_clip_ids: Sequence[str],
+                  config: TrainConfig = PROBE_CONFIG) -> ProbeResult:
+    speakers = sorted({clips[c].speaker for c in speaker_clip_ids})
+    if len(speakers) < 2:
+        return undefined("speaker probe undefined: fewer than 2 speakers")
+    labels = {c: speakers.index(clips[c].speaker) for c in speaker_clip_ids}
+    train, val, test = within_speaker_split(speaker_clip_ids, clips)
+    if not test or not val:
+        return undefined("speaker probe undefined: too few clips per speaker for a within-speaker split", len(speakers))
+    return _probe(features, labels, train, val, test, len(speakers), config)
