@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from trustser.head import EmotionHead
 from trustser.metrics.performance import uar
@@ -35,7 +35,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    head: EmotionHead
+    head: nn.Module  # an EmotionHead, or any module mapping (hidden, mask) to logits
     best_epoch: int
     best_val_uar: float
     history: list[dict[str, float]] = field(default_factory=list)
@@ -55,26 +55,34 @@ def collate(features: Mapping[str, Tensor], ids: Sequence[str]) -> tuple[Tensor,
 
 
 @torch.no_grad()
-def predict_logits(head: EmotionHead, features: Mapping[str, Tensor], ids: Sequence[str],
+def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str],
                    batch_size: int = 64) -> Tensor:
     head.eval()
     # sorting by length cuts padding; results are put back in the caller's order
     order = sorted(range(len(ids)), key=lambda i: features[ids[i]].shape[1])
-    out = torch.empty(len(ids), head.fc2.out_features)
+    chunks = []
     for start in range(0, len(ids), batch_size):
         chunk = order[start : start + batch_size]
         hidden, mask = collate(features, [ids[i] for i in chunk])
-        out[chunk] = head(hidden, mask)
+        chunks.append(head(hidden, mask))
+    logits = torch.cat(chunks)
+    out = torch.empty_like(logits)
+    out[torch.tensor(order)] = logits
     return out
 
 
-def predict(head: EmotionHead, features: Mapping[str, Tensor], ids: Sequence[str], batch_size: int = 64) -> np.ndarray:
+def predict(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str], batch_size: int = 64) -> np.ndarray:
     return predict_logits(head, features, ids, batch_size).argmax(-1).numpy()
 
 
 def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_ids: Sequence[str],
                val_ids: Sequence[str], num_classes: int, config: TrainConfig = TrainConfig(),
-               progress: bool = False, desc: str = "train") -> TrainResult:
+               progress: bool = False, desc: str = "train", model: nn.Module | None = None) -> TrainResult:
+    """Adam on cross-entropy; keeps the epoch with the best validation UAR.
+
+    ``model`` defaults to a fresh EmotionHead sized from the features; a fine-tuning model (top encoder layers run
+    live on cached lower states, then the head) is passed in instead and trained the same way.
+    """
     if not train_ids or not val_ids:
         raise ValueError(f"{desc}: empty train ({len(train_ids)}) or validation ({len(val_ids)}) partition")
     from tqdm.auto import tqdm
@@ -82,8 +90,9 @@ def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     first = features[train_ids[0]]
-    head = EmotionHead(first.shape[0], first.shape[2], num_classes, config.width, config.pooling)
-    optimiser = torch.optim.Adam(head.parameters(), lr=config.lr)
+    head = model if model is not None else EmotionHead(first.shape[0], first.shape[2], num_classes, config.width,
+                                                       config.pooling)
+    optimiser = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=config.lr)
     y_val = np.array([labels[i] for i in val_ids])
     best = (-1.0, 0, None)
     history = []
