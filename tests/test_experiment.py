@@ -11,13 +11,17 @@ import pytest
 from click.testing import CliRunner
 
 from trustser.cli import main
-from trustser.experiment import RunConfig, run_experiment
+from trustser.experiment import RunConfig, TrustConfig, run_experiment
 from trustser.training import TrainConfig
 
+QUICK_TRUST = TrustConfig(max_attack_clips=3, sweep_snrs=(40.0,), measure_cost=False)
+NO_TRUST = TrustConfig(safety=False, probes=False, measure_cost=False)
 
-def run_tiny(data_root, folds="1,2", backbone="whisper_tiny", epochs=2):
+
+def run_tiny(data_root, folds="1,2", backbone="whisper_tiny", epochs=2, trust=QUICK_TRUST, unfreeze_top=0):
     return run_experiment(RunConfig(backbone=backbone, dataset="emodb", data_root=str(data_root), folds=folds,
-                                    random_init=True, train=TrainConfig(epochs=epochs), progress=False))
+                                    random_init=True, train=TrainConfig(epochs=epochs), progress=False,
+                                    trust=trust, unfreeze_top=unfreeze_top))
 
 
 def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
@@ -27,6 +31,9 @@ def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
     assert parent.data.tags["weights"] == "random"
     assert parent.data.params["backbone"] == "whisper_tiny" and parent.data.params["dataset"] == "emodb"
     assert {"test_uar_mean", "test_uar_std", "features_computed"} <= set(parent.data.metrics)
+    # the five trust families, aggregated on the parent
+    assert {"privacy_gender_accuracy_mean", "safety_fgsm_asr_mean", "fairness_equality_of_odds_mean",
+            "sustainability_gflops", "sustainability_paper_gmacs"} <= set(parent.data.metrics)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     assert sorted(r.data.tags["fold"] for r in children) == ["fold1", "fold2"]
@@ -35,7 +42,11 @@ def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
         assert {"test_recall_neutral", "test_recall_angry", "fairness_equality_of_odds"} <= set(child.data.metrics)
         assert len(client.get_metric_history(child.info.run_id, "val_uar")) == 2
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"confusion_matrix.png", "predictions.csv", "speakers.json"} <= artifacts
+        assert {"confusion_matrix.png", "predictions.csv", "speakers.json", "safety"} <= artifacts
+        safety = {a.path for a in client.list_artifacts(child.info.run_id, "safety")}
+        assert {"safety/fgsm_clips.csv", "safety/snr_sweep.png"} <= safety
+        if child.data.metrics["safety_fgsm_n_attacked"] > 0:
+            assert abs(child.data.metrics["safety_fgsm_achieved_snr_db_mean"] - 45.0) < 0.1
         speakers = json.loads(open(client.download_artifacts(child.info.run_id, "speakers.json")).read())
         assert not set(speakers["test"]) & set(speakers["train"])
     mean = sum(c.data.metrics["test_uar"] for c in children) / 2
@@ -43,20 +54,29 @@ def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
 
 
 def test_training_is_deterministic_on_cpu(mini_emodb):
-    a = run_tiny(mini_emodb, folds="1")
-    b = run_tiny(mini_emodb, folds="1")
+    a = run_tiny(mini_emodb, folds="1", trust=NO_TRUST)
+    b = run_tiny(mini_emodb, folds="1", trust=NO_TRUST)
     assert a.folds[0].train.history == b.folds[0].train.history
 
 
 @pytest.mark.parametrize("backbone", ["apc", "tera", "whisper_small", "wav2vec2_base", "wavlm_base_plus"])
 def test_every_backbone_runs_a_fold_end_to_end(mini_emodb, backbone):
-    result = run_tiny(mini_emodb, folds="1", backbone=backbone, epochs=1)
+    result = run_tiny(mini_emodb, folds="1", backbone=backbone, epochs=1, trust=NO_TRUST)
     assert 0.0 <= result.folds[0].metrics["test_uar"] <= 1.0
+
+
+def test_unfreezing_the_top_layer_runs_all_metrics_through_the_fine_tuned_model(mini_emodb):
+    result = run_tiny(mini_emodb, folds="1", epochs=1, unfreeze_top=1)
+    metrics = result.folds[0].metrics
+    assert {"test_uar", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds"} <= set(metrics)
+    params = mlflow.MlflowClient().get_run(result.parent_run_id).data.params
+    assert params["unfreeze_top"] == "1"
 
 
 def test_cli_run_prints_uar_and_warns_about_random_weights(mini_emodb):
     out = CliRunner().invoke(main, ["run", "--backbone", "whisper_tiny", "--random-init", "--data-root",
-                                    str(mini_emodb), "--folds", "1", "--epochs", "1", "--no-progress"])
+                                    str(mini_emodb), "--folds", "1", "--epochs", "1", "--no-progress",
+                                    "--max-attack-clips", "2", "--no-cost"])
     assert out.exit_code == 0, out.output
     assert "RANDOM weights" in out.output and "test UAR" in out.output
 

@@ -33,3 +33,16 @@ def test_last_layer_pooling_ignores_the_other_layers():
     y[:, :2] = 0
     mask = torch.ones(2, 4, dtype=torch.bool)
     torch.testing.assert_close(head(x, mask), head(y, mask))
+
+
+def test_per_clip_fast_path_equals_the_padded_batch_forward():
+    torch.manual_seed(0)
+    head = EmotionHead(num_layers=3, hidden_size=8)
+    head.layer_logits.data = torch.randn(3)
+    clips = [torch.randn(3, n, 8).half() for n in (5, 9, 2)]
+    batch = torch.zeros(3, 3, 9, 8)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    for i, c in enumerate(clips):
+        batch[i, :, : c.shape[1]] = c.float()
+        mask[i, : c.shape[1]] = True
+    torch.testing.assert_close(head.forward_clips(clips), head(batch, mask))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,28 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """Which trust measurements a fold runs, and their settings (all logged as params).
+
+    PGD is opt-in: at 10 steps it costs about ten FGSM attacks. FGSM and Gaussian noise take one gradient / noise
+    draw per clip for every SNR, so the sweep costs little beyond the 45 dB point.
+    """
+
+    safety: bool = True
+    snr_db: float = 45.0
+    attacks: tuple[str, ...] = ("fgsm", "gaussian")
+    sweep_snrs: tuple[float, ...] = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0)
+    pgd_steps: int = 10
+    attack_train_mode: bool = False
+    max_attack_clips: int | None = None  # attack at most this many test clips (deterministic subset), for speed
+    probes: bool = True
+    measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
+
+    def as_params(self) -> dict[str, object]:
+        return {f"trust.{k}": v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     backbone: str = "whisper_base"
     dataset: str = "emodb"
@@ -40,6 +62,8 @@ class RunConfig:
     cache_dir: str | None = None
     max_seconds: float = MAX_SECONDS
     train: TrainConfig = field(default_factory=TrainConfig)
+    unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     experiment: str | None = None
     progress: bool = True
 
@@ -73,29 +97,84 @@ def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
 
 
 def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: TrainConfig,
-                  progress: bool = False) -> tuple[dict[str, float], TrainResult, dict[str, Any]]:
-    """Train on the fold's train part, select on validation, evaluate on test; pure of any logging."""
+                  progress: bool = False, backbone: Any = None, trust: TrustConfig = TrustConfig(),
+                  max_seconds: float = MAX_SECONDS, unfreeze_top: int = 0,
+                  ) -> tuple[dict[str, float], TrainResult, dict[str, Any]]:
+    """Train on the fold's train part, select on validation, evaluate every trust metric on test; no logging.
+
+    With ``unfreeze_top`` = k > 0 the top k encoder layers are trained with the head, run live on the cached
+    input state of those layers (the frozen ones are never recomputed); the probes then read the fine-tuned
+    embeddings and the attacks go through the backbone with the trained top layers.
+    """
     labels = {c: index.clips[c].label for c in index.clips}
+    model = None
+    if unfreeze_top:
+        from trustser.finetune import build_finetune_model
+
+        model = build_finetune_model(backbone, unfreeze_top, len(EMOTIONS), config.width, config.pooling)
     result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), config,
-                        progress=progress, desc=f"{fold.name} train")
+                        progress=progress, desc=f"{fold.name} train", model=model)
+    head, attacked_backbone = result.head, backbone
+    if unfreeze_top:
+        from trustser.finetune import live_features, with_trained_top
+
+        features = live_features(result.head, features, list(index.clips), config.batch_size)
+        attacked_backbone = with_trained_top(backbone, result.head.top)
+        head = result.head.head
     test_ids = list(fold.test)
     y_true = np.array([labels[c] for c in test_ids])
-    y_pred = predict(result.head, features, test_ids, config.batch_size)
+    y_pred = predict(head, features, test_ids, config.batch_size)
     perf = performance_report(y_true, y_pred, len(EMOTIONS))
     genders = [index.clips[c].gender for c in test_ids]
     fair = fairness_report(y_true, y_pred, genders, len(EMOTIONS))
     metrics = {f"test_{k}": v for k, v in perf.to_dict().items()}
     metrics.update({f"fairness_{k}": v for k, v in fair.to_dict().items()})
-    probe_config = TrainConfig(**{**config.as_params(), "epochs": PROBE_CONFIG.epochs})
-    gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
-    speaker = speaker_probe(features, index.clips, fold.train, probe_config)
-    metrics.update(gender.to_dict("privacy_gender"))
-    metrics.update(speaker.to_dict("privacy_speaker"))
+    details: dict[str, Any] = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true,
+                               "y_pred": y_pred, "probes": {}, "attacks": {}}
+    if trust.probes:
+        probe_config = TrainConfig(**{**config.as_params(), "epochs": PROBE_CONFIG.epochs,
+                                      "min_steps": PROBE_CONFIG.min_steps})
+        gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
+        speaker = speaker_probe(features, index.clips, fold.train, probe_config)
+        metrics.update(gender.to_dict("privacy_gender"))
+        metrics.update(speaker.to_dict("privacy_speaker"))
+        details["probes"] = {"gender": gender, "speaker": speaker}
+    if trust.safety and backbone is not None:
+        t0 = time.perf_counter()
+        details["attacks"] = evaluate_safety(index, attacked_backbone, head, test_ids, y_true, y_pred, trust,
+                                             max_seconds, progress)
+        for attack, by_snr in details["attacks"].items():
+            primary = by_snr[float(trust.snr_db)]
+            metrics.update({f"safety_{attack}_{k}": v for k, v in primary.to_dict().items()})
+            metrics.update({f"safety_{attack}_asr_snr{snr:g}": r.asr for snr, r in by_snr.items()})
+        metrics["time_attack_s"] = time.perf_counter() - t0
     metrics["best_epoch"] = float(result.best_epoch)
     metrics["best_val_uar"] = result.best_val_uar
-    details = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true, "y_pred": y_pred,
-               "probes": {"gender": gender, "speaker": speaker}}
     return metrics, result, details
+
+
+def attack_subset(test_ids: list[str], max_clips: int | None) -> list[int]:
+    """Positions of the test clips to attack: all, or a deterministic hash-ordered subset."""
+    import hashlib
+
+    order = sorted(range(len(test_ids)), key=lambda i: hashlib.sha1(test_ids[i].encode()).hexdigest())
+    return sorted(order[:max_clips]) if max_clips else list(range(len(test_ids)))
+
+
+def evaluate_safety(index: CorpusIndex, backbone: Any, head: Any, test_ids: list[str], y_true: np.ndarray,
+                    y_pred: np.ndarray, trust: TrustConfig, max_seconds: float, progress: bool) -> dict[str, Any]:
+    """Attacks on the raw waveform through backbone + trained head, over the correctly classified test clips."""
+    from trustser.metrics.safety import AttackSettings, ClipWaves, WaveformClassifier, run_attack
+
+    chosen = attack_subset(test_ids, trust.max_attack_clips)
+    classifier = WaveformClassifier(backbone, head)
+    waves = ClipWaves([index.clips[test_ids[i]].path for i in chosen], max_seconds=max_seconds)
+    settings = AttackSettings(pgd_steps=trust.pgd_steps, train_mode=trust.attack_train_mode)
+    snrs = tuple(dict.fromkeys((float(trust.snr_db), *map(float, trust.sweep_snrs))))
+    return {attack: run_attack(classifier, waves, [int(y_true[i]) for i in chosen], attack, snrs,
+                               clip_ids=[test_ids[i] for i in chosen], clean_predictions=[int(y_pred[i]) for i in chosen],
+                               settings=settings, progress=progress)
+            for attack in trust.attacks}
 
 
 def run_experiment(config: RunConfig) -> ExperimentResult:
@@ -113,7 +192,8 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         "weights": "random" if source.is_random else "pretrained", "weights_source": source.kind,
         "trustser_version": trustser.__version__,
     }
-    with mlflow.start_run(run_name=f"{config.backbone}/{config.dataset}", tags=tags) as parent:
+    nested = mlflow.active_run() is not None  # inside a study trial: this run nests under the trial's run
+    with mlflow.start_run(run_name=f"{config.backbone}/{config.dataset}", tags=tags, nested=nested) as parent:
         mlflow.set_tags(tags)
         tracking.log_params_safely(parent_params(config, source, index, backbone.num_parameters()))
         t0 = time.perf_counter()
@@ -124,16 +204,17 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         log_corpus_artifacts(index, stats)
         results = []
         for fold in folds:
-            results.append(run_fold(index, features, fold, config, tags, source.identity))
+            results.append(run_fold(index, features, fold, config, tags, source.identity, backbone))
         summary = aggregate([r.metrics for r in results])
+        summary.update(sustainability_metrics(config))
         summary["wall_time_s"] = time.perf_counter() - started
-        mlflow.log_metrics({k: v for k, v in summary.items() if np.isfinite(v)})
+        mlflow.log_metrics(summary)  # NaN is kept: an undefined metric shows as NaN, not as missing
         tracking.log_json({"folds": [r.fold for r in results], "summary": summary}, "summary.json")
         return ExperimentResult(parent.info.run_id, results, summary)
 
 
 def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: RunConfig, tags: dict[str, str],
-             weights_identity: str) -> FoldResult:
+             weights_identity: str, backbone: Any = None) -> FoldResult:
     import mlflow
 
     from trustser import tracking
@@ -146,17 +227,19 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
             "n_train": len(fold.train), "n_validation": len(fold.validation), "n_test": len(fold.test),
         })
         t0 = time.perf_counter()
-        metrics, result, details = evaluate_fold(index, features, fold, config.train, config.progress)
+        metrics, result, details = evaluate_fold(index, features, fold, config.train, config.progress, backbone,
+                                                 config.trust, config.max_seconds, config.unfreeze_top)
         metrics["time_train_s"] = time.perf_counter() - t0
         for h in result.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_uar": h["val_uar"]}, step=int(h["epoch"]))
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_metrics(metrics)
         perf, fair = details["performance"], details["fairness"]
         if fair.reason:
             mlflow.set_tag("fairness_undefined", fair.reason[:5000])
         for name, probe in details["probes"].items():
             if probe.reason:
                 mlflow.set_tag(f"privacy_{name}_undefined", probe.reason)
+        log_attack_artifacts(details["attacks"], config, fold)
         mlflow.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
                           "confusion_matrix.png")
         rows = ["clip_id,speaker,gender,true,predicted"]
@@ -170,14 +253,54 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         return FoldResult(fold.name, run.info.run_id, metrics, result)
 
 
+def sustainability_metrics(config: RunConfig) -> dict[str, float]:
+    """FLOPs of one 6 s inference (counted on the architecture, so weights do not matter; cached on disk) and,
+    when asked, measured latency and peak memory on this machine."""
+    from trustser.metrics import sustainability as sus
+
+    report = sus.count_flops(config.backbone)
+    out = {"sustainability_gflops": report.flops / 1e9, "sustainability_gmacs": report.macs / 1e9,
+           "sustainability_paper_gmacs": report.paper_gmacs, "sustainability_params": float(report.params),
+           "sustainability_backbone_gflops": report.backbone_flops / 1e9,
+           "sustainability_front_end_gflops": report.front_end_flops / 1e9,
+           "sustainability_head_gflops": report.head_flops / 1e9}
+    if config.trust.measure_cost:
+        latency = sus.measure_latency(config.backbone, repeats=3)
+        memory = sus.measure_peak_memory(config.backbone)
+        out["sustainability_latency_s"] = latency.median_s
+        out["sustainability_peak_memory_mb"] = memory.peak_rss_bytes / 2**20
+        out["sustainability_inference_memory_mb"] = memory.inference_peak_bytes / 2**20
+    return out
+
+
+def log_attack_artifacts(attacks: dict[str, Any], config: RunConfig, fold: Fold) -> None:
+    import mlflow
+
+    if not attacks:
+        return
+    import pandas as pd
+
+    from trustser.metrics.safety import SweepResult, sweep_figure
+
+    for attack, by_snr in attacks.items():
+        primary = by_snr[float(config.trust.snr_db)]
+        if primary.reason:
+            mlflow.set_tag(f"safety_{attack}_note", primary.reason[:5000])
+        frames = [r.records_frame().assign(target_snr_db=snr) for snr, r in by_snr.items()]
+        mlflow.log_text(pd.concat(frames).to_csv(index=False), f"safety/{attack}_clips.csv")
+    sweep = SweepResult(attacks)
+    mlflow.log_text(sweep.table().to_csv(index=False), "safety/snr_sweep.csv")
+    mlflow.log_figure(sweep_figure(sweep, f"{config.backbone} {fold.name}"), "safety/snr_sweep.png")
+
+
 def parent_params(config: RunConfig, source, index: CorpusIndex, num_params: int) -> dict[str, Any]:
     return {
         "backbone": config.backbone, "dataset": config.dataset, "data_root": str(index.root),
         "folds": config.folds, "weights": str(source.path) if source.path else source.kind,
         "weights_source": source.kind, "weights_identity": source.identity[:64], "random_init": config.random_init,
         "max_seconds": config.max_seconds, "backbone_params": num_params,
-        **{f"head.{k}": v for k, v in config.train.as_params().items()},
-        "epochs": config.train.epochs, "batch_size": config.train.batch_size, "lr": config.train.lr,
+        **{f"head.{k}": v for k, v in config.train.as_params().items()}, **config.trust.as_params(),
+        "unfreeze_top": config.unfreeze_top, "epochs": config.train.epochs, "batch_size": config.train.batch_size, "lr": config.train.lr,
         "seed": config.train.seed, "python": platform.python_version(),
     }
 

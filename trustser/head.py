@@ -37,10 +37,25 @@ class EmotionHead(nn.Module):
 
     def embed(self, hidden: Tensor, mask: Tensor) -> Tensor:
         """Utterance embedding [B, width]: the masked time-mean of the conv stack's output."""
-        x = self.combine_layers(hidden).transpose(1, 2)  # [B, H, T]
-        x = self.conv2(F.relu(self.conv1(x)))
+        return self._pool(self.combine_layers(hidden), mask)
+
+    def _pool(self, combined: Tensor, mask: Tensor) -> Tensor:
+        x = self.conv2(F.relu(self.conv1(combined.transpose(1, 2))))  # [B, width, T]
         m = mask[:, None, :].to(x.dtype)
         return (x * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
     def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(self.embed(hidden, mask))))
+
+    def forward_clips(self, clips: list[Tensor]) -> Tensor:
+        """Logits for unpadded clips [L, T_i, H] (any float dtype), equal to ``forward`` on their padded batch.
+
+        The layer sum is taken per clip *before* padding, so the padded tensor is [B, T, H] instead of
+        [B, L, T, H]: L times less memory traffic, which dominates training time on cached features.
+        """
+        combined = [self.combine_layers(c.float()[None])[0] for c in clips]
+        longest = max(c.shape[0] for c in combined)
+        batch = torch.stack([F.pad(c, (0, 0, 0, longest - c.shape[0])) for c in combined])
+        lengths = torch.tensor([c.shape[0] for c in combined])
+        mask = torch.arange(longest)[None, :] < lengths[:, None]
+        return self.fc2(F.relu(self.fc1(self._pool(batch, mask))))

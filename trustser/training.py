@@ -28,6 +28,7 @@ class TrainConfig:
     width: int = 128
     pooling: str = "weighted"
     seed: int = 0
+    min_steps: int = 0  # train for max(epochs, ceil(min_steps / batches per epoch)) epochs; 0 = exactly `epochs`
 
     def as_params(self) -> dict[str, object]:
         return asdict(self)
@@ -54,6 +55,13 @@ def collate(features: Mapping[str, Tensor], ids: Sequence[str]) -> tuple[Tensor,
     return batch, mask
 
 
+def batch_logits(model: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str]) -> Tensor:
+    """Logits of a batch of cached clips: the per-clip fast path where the model has one, else a padded batch."""
+    if hasattr(model, "forward_clips"):
+        return model.forward_clips([features[i] for i in ids])
+    return model(*collate(features, ids))
+
+
 @torch.no_grad()
 def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str],
                    batch_size: int = 64) -> Tensor:
@@ -63,8 +71,7 @@ def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequenc
     chunks = []
     for start in range(0, len(ids), batch_size):
         chunk = order[start : start + batch_size]
-        hidden, mask = collate(features, [ids[i] for i in chunk])
-        chunks.append(head(hidden, mask))
+        chunks.append(batch_logits(head, features, [ids[i] for i in chunk]))
     logits = torch.cat(chunks)
     out = torch.empty_like(logits)
     out[torch.tensor(order)] = logits
@@ -96,15 +103,16 @@ def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_
     y_val = np.array([labels[i] for i in val_ids])
     best = (-1.0, 0, None)
     history = []
-    for epoch in tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress):
+    steps_per_epoch = -(-len(train_ids) // config.batch_size)
+    epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
+    for epoch in tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress):
         head.train()
         perm = torch.randperm(len(train_ids), generator=generator).tolist()
         total, seen = 0.0, 0
         for start in range(0, len(perm), config.batch_size):
             ids = [train_ids[i] for i in perm[start : start + config.batch_size]]
-            hidden, mask = collate(features, ids)
             target = torch.tensor([labels[i] for i in ids])
-            loss = F.cross_entropy(head(hidden, mask), target)
+            loss = F.cross_entropy(batch_logits(head, features, ids), target)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -51,6 +51,24 @@ class S3prlBackbone(Backbone):
         hidden = torch.stack([F.pad(h, (0, 0, 0, longest - h.shape[1])) for h in per_clip])
         return BackboneOutput(hidden, lengths_to_mask(frames, longest))
 
+    def __deepcopy__(self, memo: dict) -> "S3prlBackbone":
+        """A working deep copy (e.g. a backbone with fine-tuned top layers).
+
+        s3prl's experts (APC) collect hidden states through forward hooks whose closures hold the expert's own
+        list; copied as they are, the copy's hooks would append to the original's list and the copy would find
+        no hidden states. The copy's hooks are re-registered on its own modules and list.
+        """
+        twin = self.__class__.__new__(self.__class__)
+        memo[id(self)] = twin
+        twin.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        expert = twin.expert
+        for hook in getattr(expert, "hooks", []):
+            if hook.handler is not None:
+                hook.handler.remove()  # the copied handle points at the copy's own hook dict
+                hook.handler = None
+            expert._register_hook_handler(hook)
+        return twin
+
 
 def _random_apc_checkpoint(spec: BackboneSpec) -> dict[str, Any]:
     from s3prl.upstream.apc.apc import APC

@@ -1,0 +1,246 @@
+"""The trust report: the method's Table 4 layout (per configuration: UAR, gender-probe accuracy, FGSM attack
+success rate, equality of odds, GFLOPs), the picks for the shipped scenarios, the Pareto plot and radar charts,
+written as ``report.html`` and ``report.md`` with PNG files beside them.
+
+Run:  trustser report --study-name quick --out reports/quick        (a study's configurations)
+      trustser report --experiment trustser --out reports/runs      (the latest run per backbone in MLflow)
+
+Rows come from a study (every completed configuration, the Pareto front flagged) or from MLflow: the parent runs of
+``run_experiment`` (tag ``backbone``, no ``fold`` tag), the latest finished one per (backbone, dataset, weights,
+unfreeze_top). Rates are shown in percent as in the paper's Table 4. Radar normalisation: ``trustser.study.radar``.
+When an MLflow run is active every file is also logged under its ``report/`` artifacts.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from trustser.errors import ConfigError, TrustserError
+from trustser.study.pareto import Candidate, non_dominated, pareto_figure
+from trustser.study.radar import radar_figure
+from trustser.study.scenarios import SHIPPED, Recommendation, load_scenario, recommend
+from trustser.study.space import OBJECTIVES, Objective
+
+# (axis, column title, scale, format): Table 4's columns, performance first
+COLUMNS = (
+    ("performance", "UAR %", 100, "{:.1f}"),
+    ("privacy", "gender probe acc %", 100, "{:.1f}"),
+    ("safety", "FGSM ASR %", 100, "{:.1f}"),
+    ("fairness", "equality of odds %", 100, "{:.1f}"),
+    ("sustainability", "GFLOPs (6 s)", 1, "{:.1f}"),
+)
+MAX_RADARS = 24  # per-candidate radar charts (Pareto rows first)
+MAX_OVERLAY = 10
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    markdown: Path
+    images: list[Path] = field(default_factory=list)
+    recommendations: dict[str, Recommendation | str] = field(default_factory=dict)
+
+
+def rows_from_study(study_name: str | None, storage: str | None) -> tuple[list[Candidate], tuple[Objective, ...], str]:
+    from trustser.study.pareto import study_objectives, study_rows
+    from trustser.study.runner import default_storage, open_study, redact, resolve_study_name
+
+    name = resolve_study_name(storage, study_name)
+    study = open_study(storage, name)
+    rows = study_rows(study)
+    if not rows:
+        raise TrustserError(f"study '{name}' has no completed trials yet")
+    return rows, study_objectives(study), f"Optuna study '{name}' in {redact(storage or default_storage())}"
+
+
+def rows_from_mlflow(experiment: str, dataset: str | None = None) -> tuple[list[Candidate], tuple[Objective, ...], str]:
+    """The latest finished ``run_experiment`` parent run per (backbone, dataset, weights, unfreeze_top)."""
+    import mlflow
+
+    from trustser import tracking
+
+    tracking.setup_tracking(experiment)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"no MLflow experiment '{experiment}' in {mlflow.get_tracking_uri()}")
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    rows: dict[tuple, Candidate] = {}
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        if "backbone" not in tags or "fold" in tags or (dataset and tags.get("dataset") != dataset):
+            continue
+        key = (tags["backbone"], tags.get("dataset"), tags.get("weights"), params.get("unfreeze_top", "0"))
+        if key in rows:
+            continue
+        label = tags["backbone"] + ("" if key[3] in ("0", None) else f" unfreeze_top={key[3]}")
+        label += f" [{tags.get('dataset')}]" if not dataset else ""
+        label += " (random weights)" if tags.get("weights") == "random" else ""
+        metrics = run.data.metrics
+        rows[key] = Candidate(
+            label=label, params={"backbone": key[0], "dataset": key[1], "weights": key[2], "unfreeze_top": key[3]},
+            values={o.name: metrics.get(o.key, float("nan")) for o in OBJECTIVES.values()},
+            mlflow_run_id=run.info.run_id, metrics=dict(metrics))
+    if not rows:
+        raise TrustserError(f"no finished trustser runs in MLflow experiment '{experiment}'"
+                            + (f" for dataset '{dataset}'" if dataset else ""))
+    objectives = tuple(OBJECTIVES.values())
+    measured = tuple(o for o in objectives if any(math.isfinite(r.value(o.name)) for r in rows.values()))
+    ordered = sorted(rows.values(), key=lambda r: r.label)
+    return non_dominated(ordered, measured or objectives), objectives, \
+        f"MLflow experiment '{experiment}' ({mlflow.get_tracking_uri()})"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80]
+
+
+def _cell(row: Candidate, axis: str, scale: float, fmt: str) -> str:
+    v = row.value(axis)
+    return fmt.format(v * scale) if math.isfinite(v) else "–"
+
+
+def _paper_gflops(row: Candidate) -> str:
+    from trustser.backbones import BACKBONES
+
+    spec = BACKBONES.get(str(row.params.get("backbone")))
+    return f"{spec.paper.gflops_6s:.1f}" if spec and spec.paper else "–"
+
+
+def _recommendations(rows: Sequence[Candidate], scenarios: Sequence[str]) -> dict[str, Recommendation | str]:
+    front = [r for r in rows if r.pareto] or list(rows)
+    out: dict[str, Recommendation | str] = {}
+    for name in scenarios:
+        try:
+            out[name] = recommend(front, load_scenario(name))
+        except TrustserError as exc:
+            out[name] = str(exc)
+    return out
+
+
+def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Sequence[Objective] | None = None,
+                 title: str = "TrustSER report", source: str = "", scenarios: Sequence[str] = SHIPPED) -> ReportFiles:
+    """Write report.html, report.md and the PNG figures into ``out_dir``; log them if an MLflow run is active."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    if not rows:
+        raise TrustserError("nothing to report: no rows")
+    objectives = tuple(objectives or OBJECTIVES.values())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (not r.pareto, r.label))
+    front = [r for r in rows if r.pareto]
+    images: list[Path] = []
+
+    def save(fig, name: str) -> Path:
+        path = out / name
+        fig.savefig(path)
+        plt.close(fig)
+        images.append(path)
+        return path
+
+    pareto_png = save(pareto_figure(rows, objectives, title + ": Pareto front"), "pareto.png")
+    recs = _recommendations(rows, scenarios)
+    overlay_rows = front if 0 < len(front) <= MAX_OVERLAY else \
+        list({r.choice.label: r.choice for r in recs.values() if isinstance(r, Recommendation)}.values()) or \
+        rows[:MAX_OVERLAY]
+    overlay_png = save(radar_figure({r.label: r.values for r in overlay_rows}, "trust profiles (overlaid)"),
+                       "radar_overlay.png")
+    radars = [(r, save(radar_figure({r.label: r.values}, r.label), f"radar_{i:02d}_{_slug(r.label)}.png"))
+              for i, r in enumerate((front or rows)[:MAX_RADARS])]
+
+    html_path, md_path = out / "report.html", out / "report.md"
+    html_path.write_text(_html(title, source, rows, recs, pareto_png, overlay_png, radars, len(front or rows)))
+    md_path.write_text(_markdown(title, source, rows, recs, pareto_png, overlay_png, radars))
+    if mlflow.active_run() is not None:
+        mlflow.log_artifacts(str(out), artifact_path="report")
+    return ReportFiles(html_path, md_path, images, recs)
+
+
+NORMALISATION_NOTE = ("Radar axes are normalised to fixed ranges (1 = most trustworthy): performance (UAR − 0.25)/0.75; "
+                      "privacy (1 − gender-probe accuracy)/0.5; safety 1 − ASR; fairness 1 − equality-of-odds gap; "
+                      "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs).")
+RULE_NOTE = ("Scenario rule: hard limits first; then each axis min–max normalised over the Pareto candidates "
+             "(1 = best), weighted high=3, medium=2, low=1; ties by the higher-priority axes, then by name.")
+
+
+def _table_rows(rows: Sequence[Candidate]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        where = f"trial {r.trial}" if r.trial is not None else (r.mlflow_run_id or "")[:8]
+        out.append([r.label, *(_cell(r, a, s, f) for a, _, s, f in COLUMNS), _paper_gflops(r),
+                    "yes" if r.pareto else "", where])
+    return out
+
+
+HEADER = ["configuration", *(c[1] for c in COLUMNS), "paper GFLOPs", "Pareto", "source"]
+
+
+def _rec_cells(name: str, rec: Recommendation | str) -> list[str]:
+    scenario = load_scenario(name)
+    priorities = ", ".join(f"{a} {lvl}" for a, lvl in scenario.priorities)
+    if isinstance(rec, str):
+        return [name, priorities, "–", "–", scenario.paper_pick or "", rec]
+    return [name, priorities, rec.choice.label, rec.runner_up.label if rec.runner_up else "–",
+            scenario.paper_pick or "", "; ".join(rec.reasons)]
+
+
+def _html(title, source, rows, recs, pareto_png, overlay_png, radars, n_front) -> str:
+    e = html.escape
+
+    def table(header, body):
+        head = "".join(f"<th>{e(h)}</th>" for h in header)
+        lines = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>\n" for row in body)
+        return f"<table>\n<tr>{head}</tr>\n{lines}</table>"
+
+    rec_rows = [_rec_cells(n, r) for n, r in recs.items()]
+    radar_imgs = "\n".join(f'<figure><img src="{e(p.name)}" alt="radar {e(r.label)}"><figcaption>{e(r.label)}'
+                           f"</figcaption></figure>" for r, p in radars)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} td:first-child,th:first-child{{text-align:left}}
+figure{{display:inline-block;margin:4px}} img{{max-width:100%}}</style></head>
+<body>
+<h1>{e(title)}</h1>
+<p>Source: {e(source)}. {len(rows)} configuration(s), {n_front} on the Pareto front. Lower is better for every
+column except UAR.</p>
+<h2>Trust metrics (Table 4 layout)</h2>
+{table(HEADER, _table_rows(rows))}
+<h2>Scenario picks</h2>
+<p>{e(RULE_NOTE)}</p>
+{table(["scenario", "priorities", "choice", "runner-up", "paper's pick", "reasons"], rec_rows)}
+<h2>Pareto front</h2>
+<img src="{e(pareto_png.name)}" alt="Pareto front">
+<h2>Trust profiles</h2>
+<p>{e(NORMALISATION_NOTE)}</p>
+<img src="{e(overlay_png.name)}" alt="radar overlay">
+<div>{radar_imgs}</div>
+</body></html>
+"""
+
+
+def _markdown(title, source, rows, recs, pareto_png, overlay_png, radars) -> str:
+    def table(header, body):
+        esc = [[str(c).replace("|", "\\|") for c in row] for row in body]
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                          *("| " + " | ".join(row) + " |" for row in esc)])
+
+    lines = [f"# {title}", "", f"Source: {source}.", "", "## Trust metrics (Table 4 layout)", "",
+             table(HEADER, _table_rows(rows)), "", "## Scenario picks", "", RULE_NOTE, "",
+             table(["scenario", "priorities", "choice", "runner-up", "paper's pick", "reasons"],
+                   [_rec_cells(n, r) for n, r in recs.items()]), "",
+             "## Pareto front", "", f"![Pareto front]({pareto_png.name})", "", "## Trust profiles", "",
+             NORMALISATION_NOTE, "", f"![radar overlay]({overlay_png.name})", ""]
+    lines += [f"![{r.label}]({p.name})" for r, p in radars]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["ReportFiles", "rows_from_mlflow", "rows_from_study", "write_report"]

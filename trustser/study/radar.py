@@ -1,0 +1,86 @@
+"""Trust profiles: radar charts over the method's five axes, larger area = more trustworthy.
+
+Normalisation (fixed ranges, so a candidate's shape never depends on what it is compared with; 1 = best, values
+clipped to [0, 1]; rates are fractions, not percent):
+
+- performance   (UAR − 0.25) / 0.75          chance level of 4 balanced classes → 0, perfect recall → 1
+- privacy       (1 − acc) / 0.5              gender probe at chance (0.5) → 1, a perfect probe → 0
+- safety        1 − FGSM attack success rate
+- fairness      1 − equality-of-odds gap
+- sustainability 1 − log10(GFLOPs) / 2       1 GFLOP → 1, 100 GFLOPs → 0 (log decades; the registry spans 2.3–41.7)
+
+A missing axis is drawn at 0 and its label says "n/a".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+AXES = ("performance", "privacy", "safety", "fairness", "sustainability")
+CHANCE_UAR = 0.25  # 4 emotion classes
+CHANCE_GENDER = 0.5
+GFLOPS_DECADES = (0.0, 2.0)  # log10 range: 1 to 100 GFLOPs
+
+
+def _clip(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def radar_score(axis: str, value: float | None) -> float:
+    """One axis value → [0, 1] with 1 = most trustworthy; NaN when the value is missing or not finite."""
+    if value is None or not math.isfinite(value):
+        return float("nan")
+    if axis == "performance":
+        return _clip((value - CHANCE_UAR) / (1 - CHANCE_UAR))
+    if axis == "privacy":
+        return _clip((1 - value) / (1 - CHANCE_GENDER))
+    if axis in ("safety", "fairness"):
+        return _clip(1 - value)
+    if axis == "sustainability":
+        if value <= 0:
+            return 1.0
+        lo, hi = GFLOPS_DECADES
+        return _clip(1 - (math.log10(value) - lo) / (hi - lo))
+    raise KeyError(f"unknown radar axis '{axis}'; known: {', '.join(AXES)}")
+
+
+def radar_scores(values: Mapping[str, float]) -> dict[str, float]:
+    return {axis: radar_score(axis, values.get(axis)) for axis in AXES}
+
+
+def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trust profile", max_legend: int = 10):
+    """One radar with every profile overlaid (raw axis values in, normalised here); a single profile is also
+    annotated with its scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    angles = np.linspace(0, 2 * np.pi, len(AXES), endpoint=False).tolist()
+    fig = plt.figure(figsize=(5.0, 5.4 if len(profiles) > 1 else 4.6), dpi=100)
+    ax = fig.add_subplot(111, projection="polar")
+    ax.set_theta_offset(math.pi / 2)  # performance on top, the axes clockwise
+    ax.set_theta_direction(-1)
+    missing = set()
+    colors = plt.get_cmap("tab10")
+    for i, (label, values) in enumerate(profiles.items()):
+        scores = radar_scores(values)
+        missing |= {a for a, s in scores.items() if math.isnan(s)}
+        r = [0.0 if math.isnan(scores[a]) else scores[a] for a in AXES]
+        color = colors(i % 10)
+        ax.plot(angles + angles[:1], r + r[:1], color=color, linewidth=1.4,
+                label=label if i < max_legend else None)
+        ax.fill(angles + angles[:1], r + r[:1], color=color, alpha=0.12)
+        if len(profiles) == 1:
+            for angle, s in zip(angles, r):
+                ax.annotate(f"{s:.2f}", (angle, s), fontsize=7, xytext=(2, 2), textcoords="offset points")
+    ax.set_xticks(angles, [a + (" (n/a)" if a in missing else "") for a in AXES], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["", "0.5", "", "1"], fontsize=6)
+    ax.set_title(title, fontsize=9, pad=14)
+    if len(profiles) > 1:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.12, right=0.88, top=0.86, bottom=0.22 if len(profiles) > 1 else 0.08)
+    return fig

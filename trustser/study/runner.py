@@ -1,0 +1,303 @@
+"""Run a multi-objective Optuna study over a ``StudySpace``: one MLflow run per study, one nested run per trial.
+
+Run:   trustser study --space studies/quick.yaml [--n-trials N] [--storage URL] [--study-name NAME]
+Look:  mlflow ui --backend-store-uri sqlite:///mlflow.db
+       optuna-dashboard sqlite:///optuna.db          (optional: pip install optuna-dashboard)
+
+- Storage: ``sqlite:///<cwd>/optuna.db`` unless ``storage`` names another Optuna storage URL (e.g. PostgreSQL).
+  A study is found again by name (``load_if_exists``), so running the same command again resumes it.
+- Sampler ``grid``: each configuration of the space once, in the space's seeded order; configurations already
+  COMPLETE in the study are not enqueued again, so a stopped study resumes where it left off (failed or
+  interrupted configurations are retried). ``random``/``nsga2``: Optuna's seeded samplers over the same choices.
+- Reuse: a trial whose configuration (``config_hash`` of its RunConfig, a trial user attr) already has a COMPLETE
+  trial anywhere in the storage takes that trial's stored summary instead of retraining (user attrs
+  ``reused_from_study`` / ``reused_from_trial``).
+- Cross-references: trial user attr ``mlflow_run_id``; trial run tags ``optuna_study_name``,
+  ``optuna_trial_number``; the study's user attr ``mlflow_run_id`` is its parent run; at the end every trial run
+  is tagged ``pareto=true|false`` and the study run gets ``pareto.json``, ``pareto.png`` and a radar chart.
+- A trial whose runner raises is marked FAIL with the message in user attr ``error``; the study goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from trustser.errors import ConfigError, TrustserError
+from trustser.study.pareto import Candidate
+from trustser.study.space import StudySpace, config_hash, config_label
+
+log = logging.getLogger(__name__)
+
+TrialRunner = Callable[[Any], Mapping[str, float]]
+"""Evaluates one configuration: a ``RunConfig`` in, a summary dict (``<metric>_mean`` ...) out."""
+
+
+class ObjectiveMissingError(TrustserError):
+    """The runner's summary lacks an objective's key, or holds NaN for it."""
+
+
+def experiment_runner(config) -> dict[str, float]:
+    """The real runner: ``run_experiment``, which nests its runs under the trial's MLflow run."""
+    from trustser.experiment import run_experiment
+
+    return run_experiment(config).summary
+
+
+def default_storage(workdir: Path | None = None) -> str:
+    return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'optuna.db'}"
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for a tag: any password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: keep only the scheme
+        return url.split("://", 1)[0] + "://…" if "@" in url else url
+
+
+@dataclass
+class StudyResult:
+    study_name: str
+    storage: str
+    mlflow_run_id: str | None
+    evaluated: int = 0  # trials this call computed with the runner
+    reused: int = 0  # trials answered from an earlier trial with the same configuration
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    front: list[Candidate] = field(default_factory=list)
+
+
+def objective_values(summary: Mapping[str, float], space: StudySpace) -> list[float]:
+    values = []
+    for o in space.objectives:
+        if o.key not in summary:
+            raise ObjectiveMissingError(
+                f"run summary has no '{o.key}' (objective {o.name}); it holds: {', '.join(sorted(summary)[:40])}")
+        value = summary[o.key]
+        if value is None or not math.isfinite(float(value)):
+            raise ObjectiveMissingError(f"objective {o.name} ('{o.key}') is {value} for this configuration")
+        values.append(float(value))
+    return values
+
+
+def _finite(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for k, v in summary.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = f if math.isfinite(f) else None
+    return out
+
+
+def find_previous(storage, chash: str, keys: list[str], prefer_study: str) -> tuple[str, Any] | None:
+    """A COMPLETE trial anywhere in ``storage`` with this config hash and every objective key in its summary;
+    the current study first, then earliest trial."""
+    from optuna.trial import TrialState
+
+    hits = []
+    for frozen in storage.get_all_studies():
+        for t in storage.get_all_trials(frozen._study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
+            summary = t.user_attrs.get("summary") or {}
+            if t.user_attrs.get("config_hash") == chash and all(summary.get(k) is not None for k in keys):
+                hits.append((frozen.study_name != prefer_study, t.number, frozen.study_name, t))
+    if not hits:
+        return None
+    _, _, name, trial = min(hits, key=lambda h: h[:3])
+    return name, trial
+
+
+def open_study(storage: str | None, study_name: str, space: StudySpace | None = None, storage_obj=None):
+    """Create (when ``space`` is given) or load a trustser study; a reloaded study must optimise the same axes."""
+    import optuna
+
+    url = storage or default_storage()
+    if space is None:
+        try:
+            return optuna.load_study(study_name=study_name, storage=storage_obj or url)
+        except KeyError:
+            names = optuna.study.get_all_study_names(url)
+            raise ConfigError(f"no study '{study_name}' in {redact(url)}; studies there: "
+                              f"{', '.join(names) or 'none'}") from None
+    directions = [o.direction for o in space.objectives]
+    names = [o.name for o in space.objectives]
+    study = optuna.create_study(storage=storage_obj or url, study_name=study_name, directions=directions,
+                                sampler=_sampler(space), load_if_exists=True)
+    stored = study.user_attrs.get("objectives")
+    if stored is not None and stored != names:
+        raise ConfigError(f"study '{study_name}' in {redact(url)} optimises {stored}, the space {space.source} "
+                          f"asks for {names}; choose another --study-name")
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ConfigError(f"study '{study_name}' in {redact(url)} has other directions than {space.source}")
+    study.set_user_attr("objectives", names)
+    study.set_user_attr("space", space.to_dict())
+    study.set_user_attr("space_file", space.source)
+    return study
+
+
+def resolve_study_name(storage: str | None, study_name: str | None) -> str:
+    """The given name, or the only study in the storage."""
+    import optuna
+
+    if study_name:
+        return study_name
+    url = storage or default_storage()
+    names = optuna.study.get_all_study_names(url)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ConfigError(f"no studies in {redact(url)}; run `trustser study --space ...` first, or pass --storage")
+    raise ConfigError(f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                      "name one with --study-name")
+
+
+def _sampler(space: StudySpace):
+    import optuna
+
+    if space.sampler.kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=space.sampler.seed)
+    # grid: trials are enqueued with fixed params; the random sampler only fills trials beyond the grid
+    return optuna.samplers.RandomSampler(seed=space.sampler.seed)
+
+
+def _todo(study, space: StudySpace) -> list[dict[str, Any]]:
+    """Grid configurations not yet COMPLETE in this study, in the space's order."""
+    from optuna.trial import TrialState
+
+    done = {t.user_attrs.get("config_hash") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return [p for p in space.grid() if config_hash(space.run_config(p)) not in done]
+
+
+def _start_study_run(study, url: str, experiment: str | None):
+    """The study's MLflow parent run: ``mlflow run``'s run, else the one this study used before, else a new one."""
+    import mlflow
+
+    from trustser import tracking
+
+    tracking.setup_tracking(experiment)
+    previous = study.user_attrs.get("mlflow_run_id")
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return mlflow.start_run()  # under `mlflow run`: the project run is the study run
+    if mlflow.active_run() is None and previous:
+        try:
+            return mlflow.start_run(run_id=previous)
+        except Exception as exc:  # another tracking store, or the run lives in another experiment
+            log.info("cannot continue study run %s (%s); starting a new one", previous, str(exc).splitlines()[0])
+    return mlflow.start_run(run_name=f"study {study.study_name}", nested=mlflow.active_run() is not None)
+
+
+def run_study(space: StudySpace, n_trials: int | None = None, storage: str | None = None,
+              study_name: str | None = None, runner: TrialRunner | None = None, experiment: str | None = None,
+              progress: bool = False) -> StudyResult:
+    """Evaluate the space's configurations (at most ``n_trials`` new trials; default: the rest of the grid)."""
+    import mlflow
+    import optuna
+
+    from trustser import tracking
+    from trustser.study.pareto import log_front
+
+    runner = runner or experiment_runner
+    url = storage or default_storage()
+    name = study_name or space.name
+    storage_obj = optuna.storages.get_storage(url)  # also used to look up earlier results across studies
+    study = open_study(url, name, space, storage_obj)
+    keys = [o.key for o in space.objectives]
+    result = StudyResult(name, url, None)
+
+    with _start_study_run(study, url, experiment) as parent:
+        result.mlflow_run_id = parent.info.run_id
+        study.set_user_attr("mlflow_run_id", parent.info.run_id)
+        exp_name = mlflow.MlflowClient().get_experiment(parent.info.experiment_id).name
+        mlflow.set_tags({"optuna_study_name": name, "optuna_storage": redact(url), "trustser.kind": "study",
+                         "space_file": space.source, "sampler": space.sampler.kind})
+        tracking.log_json(space.to_dict(), "space.json")
+
+        if space.sampler.kind == "grid":
+            todo = _todo(study, space)
+            n = len(todo) if n_trials is None else min(n_trials, len(todo))
+            waiting = _waiting_params(study)
+            for params in todo[:n]:
+                if params not in waiting:
+                    study.enqueue_trial(params)
+            log.info("study %s: %d of %d grid configurations to evaluate", name, len(todo), space.grid_size)
+        else:
+            n = space.grid_size if n_trials is None else n_trials
+
+        def objective(trial: optuna.Trial) -> list[float]:
+            params = {dim: trial.suggest_categorical(dim, list(choices)) for dim, choices in space.search}
+            config = space.run_config(params, experiment=exp_name, progress=progress)
+            chash = config_hash(config)
+            trial.set_user_attr("config_hash", chash)
+            tags = {"optuna_study_name": name, "optuna_trial_number": str(trial.number), "config_hash": chash,
+                    "trustser.kind": "trial"}
+            with mlflow.start_run(run_name=f"trial {trial.number}: {config_label(params)}", nested=True,
+                                  tags=tags) as run:
+                trial.set_user_attr("mlflow_run_id", run.info.run_id)
+                mlflow.log_params(params)
+                try:
+                    previous = find_previous(storage_obj, chash, keys, name)
+                    if previous:
+                        prev_study, prev = previous
+                        summary = dict(prev.user_attrs["summary"])
+                        trial.set_user_attr("reused_from_study", prev_study)
+                        trial.set_user_attr("reused_from_trial", prev.number)
+                        mlflow.set_tags({"reused_from": f"{prev_study}#{prev.number}",
+                                         "reused_mlflow_run_id": prev.user_attrs.get("mlflow_run_id") or "unknown"})
+                        result.reused += 1
+                    else:
+                        summary = _finite(runner(config))
+                        result.evaluated += 1
+                    values = objective_values(summary, space)
+                except Exception as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+                    trial.set_user_attr("error", message[:2000])
+                    mlflow.set_tag("error", message[:5000])
+                    result.failed += 1
+                    result.errors.append(f"trial {trial.number} ({config_label(params)}): {message}")
+                    raise
+                trial.set_user_attr("summary", summary)
+                mlflow.log_metrics({o.name: v for o, v in zip(space.objectives, values)})
+                return values
+
+        if n > 0:
+            study.optimize(objective, n_trials=n, catch=(Exception,))
+        result.front = log_front(study)
+        _tag_pareto(study)
+    return result
+
+
+def _waiting_params(study) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    # an enqueued trial keeps its params in the "fixed_params" system attr until it runs
+    return [t.system_attrs.get("fixed_params", t.params)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+
+
+def _tag_pareto(study) -> None:
+    """Tag every completed trial's MLflow run pareto=true|false (the front moves as trials are added)."""
+    import mlflow
+    from optuna.trial import TrialState
+
+    from trustser.study.pareto import study_rows
+
+    client = mlflow.MlflowClient()
+    on_front = {r.trial for r in study_rows(study) if r.pareto}
+    front_hashes = {t.user_attrs.get("config_hash") for t in study.best_trials} - {None}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        pareto = t.number in on_front or t.user_attrs.get("config_hash") in front_hashes
+        try:
+            client.set_tag(run_id, "pareto", "true" if pareto else "false")
+        except Exception as exc:  # the run lives in another tracking store
+            log.warning("could not tag MLflow run %s of trial %d: %s", run_id, t.number, exc)

@@ -1,0 +1,265 @@
+"""Deployment scenarios (the method's Table 5) and the rule that picks a configuration for one.
+
+A scenario file (``studies/scenarios/<name>.yaml``, or any path) gives a priority per trust axis (high / medium /
+low / ignore) and optional hard limits (``max_gflops: 10``, ``min_uar: 0.5``, ``max_latency_ms: 50`` ...; the
+fields are listed in ``LIMIT_FIELDS``).
+
+The rule (``recommend``), deterministic for a given set of candidates:
+
+1. Hard limits: drop every candidate that breaks a limit, or lacks the limited metric ("not measured").
+2. Normalise each axis over the candidates left, min–max and direction-aware: 1 = the best value among them,
+   0 = the worst (``(v − worst) / (best − worst)``; an axis where all are equal gives 1 to all).
+3. Score = Σ weight · normalised / Σ weight, with weights high = 3, medium = 2, low = 1, ignore = 0; an axis
+   missing from any candidate is left out (and said so).
+4. Rank by score; ties (within 1e-9) go to the better normalised value on the axes in priority order (high first,
+   then medium, then low; within a level in the order performance, privacy, safety, fairness, sustainability),
+   then to the label in alphabetical order.
+5. Reasons: the score of choice and runner-up, then the axes with the largest weighted differences between them
+   (where the choice wins, and where the runner-up would have been better).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from trustser.errors import ConfigError, TrustserError
+from trustser.study.pareto import Candidate
+from trustser.study.space import OBJECTIVES
+
+AXES = tuple(OBJECTIVES)  # performance, privacy, safety, fairness, sustainability
+WEIGHTS = {"high": 3, "medium": 2, "low": 1, "ignore": 0}
+TIE = 1e-9
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "studies" / "scenarios"
+SHIPPED = ("edge", "cloud", "critical")
+
+# Limit names: max_<field> / min_<field>. A field reads an axis value (by name or alias) or run-summary keys
+# (the first one present, times a scale), as (key, scale) pairs.
+LIMIT_FIELDS: dict[str, tuple[tuple[str, float], ...]] = {
+    **{axis: ((axis, 1.0),) for axis in AXES},
+    "uar": (("performance", 1.0),), "gender_accuracy": (("privacy", 1.0),), "asr": (("safety", 1.0),),
+    "equality_of_odds": (("fairness", 1.0),), "gflops": (("sustainability", 1.0),),
+    "params_m": (("sustainability_params", 1e-6),),
+    "latency_ms": (("sustainability_latency_s", 1e3), ("sustainability_latency_s_mean", 1e3)),  # measured, CPU
+    "memory_mb": (("sustainability_peak_memory_mb", 1.0), ("sustainability_peak_memory_mb_mean", 1.0)),
+}
+TOP_LEVEL = ("name", "description", "priorities", "limits", "paper_pick")
+
+
+class NoCandidateError(TrustserError):
+    """No configuration satisfies a scenario's hard limits."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    priorities: tuple[tuple[str, str], ...]  # (axis, level), in AXES order
+    limits: tuple[tuple[str, float], ...] = ()
+    description: str = ""
+    paper_pick: str | None = None
+    source: str = "<memory>"
+
+    def weight(self, axis: str) -> int:
+        return WEIGHTS[dict(self.priorities)[axis]]
+
+    def priority_order(self) -> list[str]:
+        """Axes by priority (high first), the canonical order within a level; ignored axes left out."""
+        return sorted((a for a, lvl in self.priorities if WEIGHTS[lvl] > 0),
+                      key=lambda a: (-WEIGHTS[dict(self.priorities)[a]], AXES.index(a)))
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    scenario: str
+    choice: Candidate
+    runner_up: Candidate | None
+    reasons: tuple[str, ...]
+    scores: tuple[tuple[str, float], ...]  # (label, score), best first
+    excluded: tuple[tuple[str, str], ...] = ()  # (label, why), by the hard limits
+    normalised: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> axis -> [0, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario, "choice": self.choice.label,
+            "runner_up": self.runner_up.label if self.runner_up else None, "reasons": list(self.reasons),
+            "scores": [{"label": l, "score": s} for l, s in self.scores],
+            "excluded": [{"label": l, "why": w} for l, w in self.excluded],
+            "choice_detail": self.choice.to_dict(),
+            "runner_up_detail": self.runner_up.to_dict() if self.runner_up else None,
+        }
+
+
+def scenario_path(name_or_path: str | Path) -> Path:
+    """A shipped scenario name (edge, cloud, critical) or a path to a user's file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"scenario file not found: {path}")
+        return path
+    for folder in (Path.cwd() / "studies" / "scenarios", SCENARIO_DIR):
+        candidate = folder / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")) or list(SHIPPED)
+    raise ConfigError(f"unknown scenario '{text}'; shipped: {', '.join(known)} (or give a path to a YAML file)")
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    path = scenario_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(TOP_LEVEL)}")
+    raw.setdefault("name", path.stem)
+    return parse_scenario(raw, str(path))
+
+
+def parse_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}")
+
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise fail(unknown[0], f"unknown key; known: {', '.join(TOP_LEVEL)}")
+    priorities = raw.get("priorities")
+    if not isinstance(priorities, dict) or not priorities:
+        raise fail("priorities", f"missing: give a level ({', '.join(WEIGHTS)}) for each of {', '.join(AXES)}")
+    for axis, level in priorities.items():
+        if axis not in AXES:
+            raise fail(f"priorities.{axis}", f"unknown axis; known: {', '.join(AXES)}")
+        if level not in WEIGHTS:
+            raise fail(f"priorities.{axis}", f"bad level '{level}'; use one of {', '.join(WEIGHTS)}")
+    missing = [a for a in AXES if a not in priorities]
+    if missing:
+        raise fail(f"priorities.{missing[0]}", f"missing (say 'ignore' to leave an axis out)")
+    if all(WEIGHTS[priorities[a]] == 0 for a in AXES):
+        raise fail("priorities", "every axis is 'ignore': nothing to decide on")
+    limits = raw.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise fail("limits", f"expected a mapping like max_gflops: 10, got {limits!r}")
+    parsed_limits = []
+    for key, value in limits.items():
+        bound, _, name = str(key).partition("_")
+        if bound not in ("max", "min") or name not in LIMIT_FIELDS:
+            raise fail(f"limits.{key}", f"unknown limit; use max_<field> or min_<field> with field one of "
+                                        f"{', '.join(LIMIT_FIELDS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail(f"limits.{key}", f"expected a number, got {value!r}")
+        parsed_limits.append((str(key), float(value)))
+    return Scenario(
+        name=str(raw.get("name") or Path(source).stem), priorities=tuple((a, priorities[a]) for a in AXES),
+        limits=tuple(parsed_limits), description=str(raw.get("description") or ""),
+        paper_pick=raw.get("paper_pick"), source=source,
+    )
+
+
+def limit_value(candidate: Candidate, name: str) -> float | None:
+    for key, scale in LIMIT_FIELDS[name]:
+        source = candidate.values if key in AXES else candidate.metrics
+        v = source.get(key)
+        if v is not None and math.isfinite(float(v)):
+            return float(v) * scale
+    return None
+
+
+def _limit_failure(candidate: Candidate, limits: Sequence[tuple[str, float]]) -> str | None:
+    for key, bound in limits:
+        kind, _, name = key.partition("_")
+        v = limit_value(candidate, name)
+        if v is None:
+            return f"{name} not measured (limit {key}: {bound:g})"
+        if (kind == "max" and v > bound) or (kind == "min" and v < bound):
+            return f"{name} {v:.4g} breaks {key}: {bound:g}"
+    return None
+
+
+def normalise(candidates: Sequence[Candidate], axes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Min–max over the candidates, direction-aware: 1 = best among them, 0 = worst; all equal → 1."""
+    out: dict[str, dict[str, float]] = {c.label: {} for c in candidates}
+    for axis in axes:
+        objective = OBJECTIVES[axis]
+        values = [c.value(axis) for c in candidates]
+        lo, hi = min(values), max(values)
+        for c, v in zip(candidates, values):
+            if hi == lo:
+                n = 1.0
+            else:
+                n = (v - lo) / (hi - lo) if objective.higher_is_better else (hi - v) / (hi - lo)
+            out[c.label][axis] = n
+    return out
+
+
+def recommend(front_rows: Sequence[Candidate], scenario: Scenario) -> Recommendation:
+    """Pick a configuration for ``scenario`` from ``front_rows`` by the rule in the module docstring."""
+    if not front_rows:
+        raise NoCandidateError(f"scenario {scenario.name}: no candidates (is the study empty?)")
+    labels = [c.label for c in front_rows]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"scenario {scenario.name}: candidate labels must be unique, got {labels}")
+    excluded, candidates = [], []
+    for c in front_rows:
+        why = _limit_failure(c, scenario.limits)
+        (excluded.append((c.label, why)) if why else candidates.append(c))
+    if not candidates:
+        details = "; ".join(f"{l}: {w}" for l, w in excluded[:5])
+        raise NoCandidateError(f"scenario {scenario.name}: no candidate meets the limits "
+                               f"{dict(scenario.limits)} ({details})")
+    order = scenario.priority_order()
+    unmeasured = [a for a in order if any(not math.isfinite(c.value(a)) for c in candidates)]
+    axes = [a for a in order if a not in unmeasured]
+    if not axes:
+        raise NoCandidateError(f"scenario {scenario.name}: none of its axes is measured for every candidate")
+    norm = normalise(candidates, axes)
+    total = sum(scenario.weight(a) for a in axes)
+    scores = {c.label: sum(scenario.weight(a) * norm[c.label][a] for a in axes) / total for c in candidates}
+
+    def rank_key(c: Candidate):
+        return (-round(scores[c.label], 9), *(-norm[c.label][a] for a in axes), c.label)
+
+    ranked = sorted(candidates, key=rank_key)
+    choice = ranked[0]
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    reasons = _reasons(scenario, choice, runner_up, axes, norm, scores, total)
+    if unmeasured:
+        reasons.append(f"not considered (not measured for every candidate): {', '.join(unmeasured)}")
+    if excluded:
+        reasons.append(f"excluded by the hard limits: {len(excluded)} of {len(front_rows)} "
+                       f"({'; '.join(f'{l}: {w}' for l, w in excluded[:3])}{' ...' if len(excluded) > 3 else ''})")
+    return Recommendation(scenario.name, choice, runner_up, tuple(reasons),
+                          tuple((c.label, scores[c.label]) for c in ranked), tuple(excluded), norm)
+
+
+def _fmt(axis: str, v: float) -> str:
+    return f"{v:.3g}" if OBJECTIVES[axis].unit else f"{v:.3f}"
+
+
+def _reasons(scenario: Scenario, choice: Candidate, runner_up: Candidate | None, axes: list[str],
+             norm: dict[str, dict[str, float]], scores: dict[str, float], total: int) -> list[str]:
+    levels = dict(scenario.priorities)
+    if runner_up is None:
+        return [f"only candidate within the limits (score {scores[choice.label]:.3f})"]
+    reasons = [f"score {scores[choice.label]:.3f} vs {scores[runner_up.label]:.3f} for the runner-up "
+               f"{runner_up.label} (weights high=3, medium=2, low=1 over min-max normalised axes)"]
+    diffs = {a: scenario.weight(a) * (norm[choice.label][a] - norm[runner_up.label][a]) / total for a in axes}
+    diffs = {a: round(d, 9) for a, d in diffs.items()}  # so that equal contributions keep the priority order
+    wins = sorted((a for a in axes if diffs[a] > TIE), key=lambda a: (-diffs[a], axes.index(a)))
+    losses = sorted((a for a in axes if diffs[a] < -TIE), key=lambda a: (diffs[a], axes.index(a)))
+    for a in wins:
+        reasons.append(f"{a} ({levels[a]}): {OBJECTIVES[a].label} {_fmt(a, choice.value(a))} vs "
+                       f"{_fmt(a, runner_up.value(a))} "
+                       f"(+{diffs[a]:.3f} to the score)")
+    for a in losses:
+        reasons.append(f"runner-up better on {a} ({levels[a]}): {OBJECTIVES[a].label} {_fmt(a, runner_up.value(a))} vs "
+                       f"{_fmt(a, choice.value(a))} ({diffs[a]:.3f})")
+    if abs(scores[choice.label] - scores[runner_up.label]) <= TIE:
+        decider = next((a for a in axes if abs(norm[choice.label][a] - norm[runner_up.label][a]) > TIE), None)
+        reasons.insert(1, f"tied score; decided by {decider} ({levels[decider]})" if decider
+                       else "tied on every axis; decided by name")
+    return reasons

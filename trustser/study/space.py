@@ -1,0 +1,322 @@
+"""A study's search space and objectives, read from a YAML file in ``studies/`` and validated on load.
+
+The file says which configurations to try (a grid of categorical choices: backbone, fine-tuning depth, head width,
+learning rate, pooling), what stays fixed (corpus, folds, epochs, ...) and which trust axes to optimise. Every
+problem is reported as a ConfigError naming the file and the key, e.g.
+``studies/x.yaml: search.backbone: unknown backbone 'hubert'; known: apc, ...``.
+
+Objectives are the five trust axes of the method; each reads one key of ``run_experiment``'s summary and has a
+fixed direction (the file states it too, so that a reader sees it, and a contradiction is an error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from trustser.errors import ConfigError
+
+MAXIMIZE, MINIMIZE = "maximize", "minimize"
+_DIRECTION_SPELLINGS = {"maximize": MAXIMIZE, "maximise": MAXIMIZE, "minimize": MINIMIZE, "minimise": MINIMIZE}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A trust axis: its name, the ``run_experiment`` summary key it reads, and which way is better."""
+
+    name: str
+    key: str
+    direction: str  # "maximize" | "minimize" (Optuna's words)
+    label: str  # for tables and plots
+    unit: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == MAXIMIZE
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("performance", "test_uar_mean", MAXIMIZE, "UAR"),
+    Objective("privacy", "privacy_gender_accuracy_mean", MINIMIZE, "gender-probe acc"),
+    Objective("safety", "safety_fgsm_asr_mean", MINIMIZE, "FGSM ASR"),
+    Objective("fairness", "fairness_equality_of_odds_mean", MINIMIZE, "equality of odds"),
+    Objective("sustainability", "sustainability_gflops", MINIMIZE, "GFLOPs (6 s)", "GFLOPs"),
+)}
+"""The method's five axes, in the order tables and radar charts use."""
+
+# `backbone: all` means every registered backbone except these variants, which must be listed by name.
+NOT_IN_ALL = ("whisper_tiny_en",)  # English-only variant of whisper_tiny; not one of the paper's backbones
+
+# What a search dimension may vary, and the type each choice must have. Booleans are rejected for int/float keys.
+SEARCHABLE: dict[str, type] = {
+    "backbone": str, "unfreeze_top": int, "width": int, "lr": float, "pooling": str,
+    "epochs": int, "batch_size": int, "seed": int,
+}
+POOLINGS = ("weighted", "last")
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed")  # TrainConfig fields
+TOP_LEVEL = ("name", "dataset", "data_root", "folds", "corpus_options", "random_init", "weights", "max_seconds",
+             "train", "search", "objectives", "sampler")
+SAMPLERS = ("grid", "random", "nsga2")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """``grid``: every configuration once, in a seeded shuffled order; ``random``/``nsga2``: Optuna's seeded
+    samplers over the same categorical choices (repeats are answered from earlier results, not retrained)."""
+
+    kind: str = "grid"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudySpace:
+    name: str
+    dataset: str
+    search: tuple[tuple[str, tuple[Any, ...]], ...]  # (dimension, choices), in file order
+    objectives: tuple[Objective, ...]
+    data_root: str | None = None
+    folds: str = "all"
+    corpus_options: tuple[tuple[str, str], ...] = ()
+    random_init: bool = False
+    weights: str | None = None
+    max_seconds: float | None = None
+    train: tuple[tuple[str, Any], ...] = ()  # fixed TrainConfig values not searched
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    source: str = "<memory>"  # the file it came from, for messages
+
+    @property
+    def choices(self) -> dict[str, tuple[Any, ...]]:
+        return dict(self.search)
+
+    @property
+    def grid_size(self) -> int:
+        size = 1
+        for _, values in self.search:
+            size *= len(values)
+        return size
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every configuration, shuffled with the sampler's seed (so a partial run covers the space evenly)."""
+        names = [name for name, _ in self.search]
+        points = [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in self.search))]
+        random.Random(self.sampler.seed).shuffle(points)
+        return points
+
+    def run_config(self, params: Mapping[str, Any], experiment: str | None = None, progress: bool = False):
+        """The ``RunConfig`` one trial evaluates: fixed settings, then the trial's choices."""
+        from trustser.experiment import RunConfig
+        from trustser.training import TrainConfig
+
+        train_values = {**dict(self.train), **{k: v for k, v in params.items() if k in TRAIN_KEYS}}
+        extra = {}
+        if self.max_seconds is not None:
+            extra["max_seconds"] = self.max_seconds
+        return RunConfig(
+            backbone=params["backbone"], dataset=self.dataset, data_root=self.data_root,
+            corpus_options=self.corpus_options, folds=self.folds, weights=self.weights, random_init=self.random_init,
+            train=TrainConfig(**train_values), unfreeze_top=int(params.get("unfreeze_top", 0)),
+            experiment=experiment, progress=progress, **extra,
+        )
+
+    def with_overrides(self, **changes: Any) -> "StudySpace":
+        """A copy with top-level fields replaced (``search`` may be given as a mapping); validated again."""
+        raw = self.to_dict()
+        raw.update(changes)
+        return parse_space(raw, self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as YAML-shaped data (what the file would hold); stored with the study for provenance."""
+        return {
+            "name": self.name, "dataset": self.dataset, "data_root": self.data_root, "folds": self.folds,
+            "corpus_options": dict(self.corpus_options), "random_init": self.random_init, "weights": self.weights,
+            "max_seconds": self.max_seconds, "train": dict(self.train),
+            "search": {k: list(v) for k, v in self.search},
+            "objectives": {o.name: o.direction for o in self.objectives},
+            "sampler": {"kind": self.sampler.kind, "seed": self.sampler.seed},
+        }
+
+
+def config_label(params: Mapping[str, Any]) -> str:
+    """A readable name for a configuration: the backbone, then the other choices as key=value."""
+    rest = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k != "backbone")
+    return f"{params.get('backbone', '?')} {rest}".strip()
+
+
+def config_hash(run_config: Any) -> str:
+    """Identity of what a trial computes: every RunConfig field except where it is logged and how it is shown."""
+    values = asdict(run_config)
+    for key in ("experiment", "progress", "cache_dir"):
+        values.pop(key, None)
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_space(path: str | Path) -> StudySpace:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study space file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    return parse_space(raw, str(path))
+
+
+def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}")
+
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise fail(unknown[0], f"unknown key; known: {', '.join(TOP_LEVEL)}")
+    for key in ("dataset", "search", "objectives"):
+        if raw.get(key) in (None, "", {}):
+            raise fail(key, "missing (required)")
+
+    from trustser.corpora import CORPORA
+
+    dataset = _typed(raw["dataset"], str, "dataset", fail)
+    if dataset not in CORPORA:
+        raise fail("dataset", f"unknown dataset '{dataset}'; known: {', '.join(sorted(CORPORA))}")
+    search = _parse_search(raw["search"], fail)
+    objectives = _parse_objectives(raw["objectives"], fail)
+    train = _parse_train(raw.get("train") or {}, dict(search), fail)
+    sampler = _parse_sampler(raw.get("sampler") or {}, fail)
+    options = raw.get("corpus_options") or {}
+    if not isinstance(options, dict):
+        raise fail("corpus_options", f"expected a mapping KEY: VALUE, got {options!r}")
+    folds = str(raw.get("folds", "all"))
+    random_init = raw.get("random_init", False)
+    if not isinstance(random_init, bool):
+        raise fail("random_init", f"expected true or false, got {random_init!r}")
+    max_seconds = raw.get("max_seconds")
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or max_seconds <= 0):
+        raise fail("max_seconds", f"expected a positive number of seconds, got {max_seconds!r}")
+    name = _typed(raw.get("name") or Path(source).stem, str, "name", fail)
+    return StudySpace(
+        name=name, dataset=dataset, search=search, objectives=objectives,
+        data_root=_optional_str(raw.get("data_root")), folds=folds,
+        corpus_options=tuple((str(k), str(v)) for k, v in options.items()), random_init=random_init,
+        weights=_optional_str(raw.get("weights")), max_seconds=float(max_seconds) if max_seconds else None,
+        train=train, sampler=sampler, source=source,
+    )
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _typed(value: Any, kind: type, key: str, fail) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise fail(key, f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _parse_search(raw: Any, fail) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    from trustser.backbones import BACKBONES
+
+    if not isinstance(raw, dict):
+        raise fail("search", f"expected a mapping of dimension: [choices], got {raw!r}")
+    if "backbone" not in raw:
+        raise fail("search.backbone", "missing (required: the backbones to compare, or 'all')")
+    out = []
+    for name, values in raw.items():
+        key = f"search.{name}"
+        if name not in SEARCHABLE:
+            raise fail(key, f"unknown dimension; searchable: {', '.join(SEARCHABLE)}")
+        if name == "backbone" and values == "all":
+            values = [b for b in BACKBONES if b not in NOT_IN_ALL]
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise fail(key, "empty choice list")
+        typed = tuple(_typed(v, SEARCHABLE[name], key, fail) for v in values)
+        if len(set(typed)) != len(typed):
+            raise fail(key, f"repeated choice in {list(typed)}")
+        for v in typed:
+            _check_choice(name, v, key, fail, BACKBONES)
+        out.append((name, typed))
+    return tuple(out)
+
+
+def _check_choice(name: str, value: Any, key: str, fail, backbones) -> None:
+    if name == "backbone" and value not in backbones:
+        raise fail(key, f"unknown backbone '{value}'; known: {', '.join(sorted(backbones))}")
+    if name == "pooling" and value not in POOLINGS:
+        raise fail(key, f"unknown pooling '{value}'; known: {', '.join(POOLINGS)}")
+    if name == "unfreeze_top" and value < 0:
+        raise fail(key, f"unfreeze_top must be >= 0 (0 = frozen backbone), got {value}")
+    if name in ("width", "epochs", "batch_size") and value < 1:
+        raise fail(key, f"{name} must be >= 1, got {value}")
+    if name == "lr" and value <= 0:
+        raise fail(key, f"lr must be > 0, got {value}")
+
+
+def _parse_objectives(raw: Any, fail) -> tuple[Objective, ...]:
+    if not isinstance(raw, dict):
+        raise fail("objectives", f"expected a mapping of axis: direction, got {raw!r}")
+    out = []
+    for name, direction in raw.items():
+        key = f"objectives.{name}"
+        if name not in OBJECTIVES:
+            raise fail(key, f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}")
+        spelled = _DIRECTION_SPELLINGS.get(str(direction).lower())
+        if spelled is None:
+            raise fail(key, f"bad direction '{direction}'; use maximize or minimize")
+        objective = OBJECTIVES[name]
+        if spelled != objective.direction:
+            raise fail(key, f"bad direction '{direction}': {name} ({objective.key}) is "
+                            f"{'higher' if objective.higher_is_better else 'lower'}-is-better, so {objective.direction}")
+        out.append(objective)
+    return tuple(out)
+
+
+def _parse_train(raw: Any, searched: dict[str, Any], fail) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(raw, dict):
+        raise fail("train", f"expected a mapping of training settings, got {raw!r}")
+    out = []
+    for name, value in raw.items():
+        key = f"train.{name}"
+        if name not in TRAIN_KEYS:
+            raise fail(key, f"unknown training setting; known: {', '.join(TRAIN_KEYS)}")
+        if name in searched:
+            raise fail(key, f"also a search dimension (search.{name}); give it in one place")
+        value = _typed(value, SEARCHABLE[name], key, fail)
+        _check_choice(name, value, key, fail, {})
+        out.append((name, value))
+    return tuple(out)
+
+
+def _parse_sampler(raw: Any, fail) -> SamplerSpec:
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    if not isinstance(raw, dict):
+        raise fail("sampler", f"expected a mapping (kind, seed), got {raw!r}")
+    unknown = sorted(set(raw) - {"kind", "seed"})
+    if unknown:
+        raise fail(f"sampler.{unknown[0]}", "unknown key; known: kind, seed")
+    kind = raw.get("kind", "grid")
+    if kind not in SAMPLERS:
+        raise fail("sampler.kind", f"unknown sampler '{kind}'; known: {', '.join(SAMPLERS)}")
+    return SamplerSpec(kind=kind, seed=_typed(raw.get("seed", 0), int, "sampler.seed", fail))
+
+
+__all__ = ["OBJECTIVES", "Objective", "SamplerSpec", "StudySpace", "config_hash", "config_label", "load_space", "parse_space"]
