@@ -14,7 +14,8 @@ from trustser.cli import main
 from trustser.experiment import RunConfig, TrustConfig, run_experiment
 from trustser.training import TrainConfig
 
-QUICK_TRUST = TrustConfig(max_attack_clips=3, sweep_snrs=(40.0,), measure_cost=False)
+QUICK_TRUST = TrustConfig(max_attack_clips=3, sweep_snrs=(40.0,), measure_cost=False, probe_epochs=2,
+                          probe_min_steps=0)
 NO_TRUST = TrustConfig(safety=False, probes=False, measure_cost=False)
 
 

@@ -82,6 +82,9 @@ def test_all_excludes_the_english_only_whisper_unless_listed(tmp_path):
     ({"train": {"epochs": 0}}, "train.epochs", "must be >= 1"),
     ({"search": {"backbone": ["apc"], "lr": [1e-3]}, "train": {"lr": 5e-4}}, "train.lr", "also a search dimension"),
     ({"sampler": {"kind": "tpe"}}, "sampler.kind", "unknown sampler 'tpe'"),
+    ({"trust": {"attack_budget": 3}}, "trust.attack_budget", "unknown trust setting"),
+    ({"trust": {"sweep_snrs": 45}}, "trust.sweep_snrs", "expected a list"),
+    ({"trust": {"measure_cost": "no"}}, "trust.measure_cost", "expected true or false"),
     ({"random_init": "yes"}, "random_init", "expected true or false"),
 ])
 def test_a_bad_space_file_names_the_file_and_the_bad_key(tmp_path, change, key, words):
@@ -128,6 +131,15 @@ def test_run_config_takes_fixed_settings_then_the_trial_choices():
     assert (config.train.width, config.train.lr, config.train.pooling) == (64, 1e-3, "last")
     assert (config.train.epochs, config.train.batch_size, config.train.seed) == (30, 64, 0)
     assert config.experiment == "exp" and not config.random_init
+
+
+def test_trust_settings_reach_the_run_config_and_change_the_configuration_identity():
+    space = load_space(STUDIES / "quick.yaml")
+    config = space.run_config({"backbone": "apc", "unfreeze_top": 0})
+    assert config.trust.sweep_snrs == (45.0,) and config.trust.max_attack_clips == 16
+    assert not config.trust.measure_cost
+    full = space.with_overrides(trust={}).run_config({"backbone": "apc", "unfreeze_top": 0})
+    assert config_hash(full) != config_hash(config)
 
 
 def test_config_hash_identifies_what_is_computed_not_where_it_is_logged():

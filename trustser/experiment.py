@@ -44,6 +44,8 @@ class TrustConfig:
     attack_train_mode: bool = False
     max_attack_clips: int | None = None  # attack at most this many test clips (deterministic subset), for speed
     probes: bool = True
+    probe_epochs: int = PROBE_CONFIG.epochs
+    probe_min_steps: int = PROBE_CONFIG.min_steps  # see trustser.metrics.privacy.PROBE_CONFIG for why
     measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
 
     def as_params(self) -> dict[str, object]:
@@ -132,8 +134,8 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     details: dict[str, Any] = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true,
                                "y_pred": y_pred, "probes": {}, "attacks": {}}
     if trust.probes:
-        probe_config = TrainConfig(**{**config.as_params(), "epochs": PROBE_CONFIG.epochs,
-                                      "min_steps": PROBE_CONFIG.min_steps})
+        probe_config = TrainConfig(**{**config.as_params(), "epochs": trust.probe_epochs,
+                                      "min_steps": trust.probe_min_steps})
         gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
         speaker = speaker_probe(features, index.clips, fold.train, probe_config)
         metrics.update(gender.to_dict("privacy_gender"))

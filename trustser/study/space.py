@@ -1,7 +1,8 @@
 """A study's search space and objectives, read from a YAML file in ``studies/`` and validated on load.
 
 The file says which configurations to try (a grid of categorical choices: backbone, fine-tuning depth, head width,
-learning rate, pooling), what stays fixed (corpus, folds, epochs, ...) and which trust axes to optimise. Every
+learning rate, pooling), what stays fixed (corpus, folds, epochs, the trust measurements' settings ...) and which
+trust axes to optimise. Every
 problem is reported as a ConfigError naming the file and the key, e.g.
 ``studies/x.yaml: search.backbone: unknown backbone 'hubert'; known: apc, ...``.
 
@@ -62,7 +63,7 @@ SEARCHABLE: dict[str, type] = {
 POOLINGS = ("weighted", "last")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed")  # TrainConfig fields
 TOP_LEVEL = ("name", "dataset", "data_root", "folds", "corpus_options", "random_init", "weights", "max_seconds",
-             "train", "search", "objectives", "sampler")
+             "train", "trust", "search", "objectives", "sampler")
 SAMPLERS = ("grid", "random", "nsga2")
 
 
@@ -88,6 +89,7 @@ class StudySpace:
     weights: str | None = None
     max_seconds: float | None = None
     train: tuple[tuple[str, Any], ...] = ()  # fixed TrainConfig values not searched
+    trust: tuple[tuple[str, Any], ...] = ()  # TrustConfig settings (attacks, SNRs, probes, cost measurement)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     source: str = "<memory>"  # the file it came from, for messages
 
@@ -111,7 +113,7 @@ class StudySpace:
 
     def run_config(self, params: Mapping[str, Any], experiment: str | None = None, progress: bool = False):
         """The ``RunConfig`` one trial evaluates: fixed settings, then the trial's choices."""
-        from trustser.experiment import RunConfig
+        from trustser.experiment import RunConfig, TrustConfig
         from trustser.training import TrainConfig
 
         train_values = {**dict(self.train), **{k: v for k, v in params.items() if k in TRAIN_KEYS}}
@@ -122,7 +124,7 @@ class StudySpace:
             backbone=params["backbone"], dataset=self.dataset, data_root=self.data_root,
             corpus_options=self.corpus_options, folds=self.folds, weights=self.weights, random_init=self.random_init,
             train=TrainConfig(**train_values), unfreeze_top=int(params.get("unfreeze_top", 0)),
-            experiment=experiment, progress=progress, **extra,
+            trust=TrustConfig(**dict(self.trust)), experiment=experiment, progress=progress, **extra,
         )
 
     def with_overrides(self, **changes: Any) -> "StudySpace":
@@ -137,6 +139,7 @@ class StudySpace:
             "name": self.name, "dataset": self.dataset, "data_root": self.data_root, "folds": self.folds,
             "corpus_options": dict(self.corpus_options), "random_init": self.random_init, "weights": self.weights,
             "max_seconds": self.max_seconds, "train": dict(self.train),
+            "trust": {k: list(v) if isinstance(v, tuple) else v for k, v in self.trust},
             "search": {k: list(v) for k, v in self.search},
             "objectives": {o.name: o.direction for o in self.objectives},
             "sampler": {"kind": self.sampler.kind, "seed": self.sampler.seed},
@@ -191,6 +194,7 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     search = _parse_search(raw["search"], fail)
     objectives = _parse_objectives(raw["objectives"], fail)
     train = _parse_train(raw.get("train") or {}, dict(search), fail)
+    trust = _parse_trust(raw.get("trust") or {}, fail)
     sampler = _parse_sampler(raw.get("sampler") or {}, fail)
     options = raw.get("corpus_options") or {}
     if not isinstance(options, dict):
@@ -209,7 +213,7 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
         data_root=_optional_str(raw.get("data_root")), folds=folds,
         corpus_options=tuple((str(k), str(v)) for k, v in options.items()), random_init=random_init,
         weights=_optional_str(raw.get("weights")), max_seconds=float(max_seconds) if max_seconds else None,
-        train=train, sampler=sampler, source=source,
+        train=train, trust=trust, sampler=sampler, source=source,
     )
 
 
@@ -301,6 +305,35 @@ def _parse_train(raw: Any, searched: dict[str, Any], fail) -> tuple[tuple[str, A
             raise fail(key, f"also a search dimension (search.{name}); give it in one place")
         value = _typed(value, SEARCHABLE[name], key, fail)
         _check_choice(name, value, key, fail, {})
+        out.append((name, value))
+    return tuple(out)
+
+
+def _parse_trust(raw: Any, fail) -> tuple[tuple[str, Any], ...]:
+    """Settings of ``trustser.experiment.TrustConfig``, checked against its fields and their defaults' types."""
+    from dataclasses import fields
+
+    from trustser.experiment import TrustConfig
+
+    if not isinstance(raw, dict):
+        raise fail("trust", f"expected a mapping of trust settings, got {raw!r}")
+    defaults = {f.name: getattr(TrustConfig(), f.name) for f in fields(TrustConfig)}
+    out = []
+    for name, value in raw.items():
+        key = f"trust.{name}"
+        if name not in defaults:
+            raise fail(key, f"unknown trust setting; known: {', '.join(defaults)}")
+        default = defaults[name]
+        if isinstance(default, tuple):
+            if not isinstance(value, list):
+                raise fail(key, f"expected a list, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise fail(key, f"expected true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            value = _typed(value, type(default), key, fail)
+        elif default is None and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise fail(key, f"expected a number or null, got {value!r}")
         out.append((name, value))
     return tuple(out)
 
