@@ -79,6 +79,20 @@ def _none_if_empty(value: str | None) -> str | None:
     return value if value not in (None, "", "None", "none") else None
 
 
+def _positive_int_or_none(value: str | None, option: str) -> int | None:
+    from trustser.errors import ConfigError
+
+    if _none_if_empty(value) is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be a positive integer or empty, got '{value}'") from None
+    if number < 1:
+        raise ConfigError(f"{option} must be a positive integer or empty, got '{value}'")
+    return number
+
+
 def parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     from trustser.errors import ConfigError
 
@@ -154,10 +168,11 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--cache-dir", default=None, help="Feature cache (default: $TRUSTSER_CACHE or ~/.cache/trustser).")
 @click.option("--unfreeze-top", default=0, show_default=True, type=click.IntRange(0, 48),
               help="Fine-tune the top k encoder layers with the head (0 = frozen backbone).")
-@click.option("--pgd", is_flag=True, help="Also run PGD (about 10x the cost of FGSM).")
+@click.option("--pgd", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+              help="Also run PGD (about 10x the cost of FGSM). Also accepts true/false.")
 @click.option("--snr", default=45.0, show_default=True, type=float, help="Attack SNR in dB.")
-@click.option("--max-attack-clips", default=None, type=click.IntRange(1, None),
-              help="Attack at most this many test clips per fold (deterministic subset).")
+@click.option("--max-attack-clips", default="", help="Attack at most this many test clips per fold "
+              "(deterministic subset; empty = all).")
 @click.option("--attack-train-mode", is_flag=True, help="Attack with dropout on, as the reference code did.")
 @click.option("--no-safety", is_flag=True, help="Skip the adversarial attacks.")
 @click.option("--no-probes", is_flag=True, help="Skip the privacy probes.")
@@ -180,7 +195,8 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
         weights=_none_if_empty(weights), random_init=random_init, cache_dir=_none_if_empty(cache_dir),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), unfreeze_top=unfreeze_top,
         trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
-                          max_attack_clips=max_attack_clips, attack_train_mode=attack_train_mode,
+                          max_attack_clips=_positive_int_or_none(max_attack_clips, "--max-attack-clips"),
+                          attack_train_mode=attack_train_mode,
                           probes=not no_probes, measure_cost=not no_cost),
         experiment=_none_if_empty(experiment), progress=not no_progress,
     )

@@ -50,12 +50,20 @@ class EmotionHead(nn.Module):
     def forward_clips(self, clips: list[Tensor]) -> Tensor:
         """Logits for unpadded clips [L, T_i, H] (any float dtype), equal to ``forward`` on their padded batch.
 
-        The layer sum is taken per clip *before* padding, so the padded tensor is [B, T, H] instead of
-        [B, L, T, H]: L times less memory traffic, which dominates training time on cached features.
+        Everything between the layer sum and the time-mean acts on each frame alone (k=1 convolutions, ReLU), so
+        the frames of all clips are concatenated and processed as one [sum T_i, H] matrix: no padding, no
+        transposes, one large matmul instead of B small ones. This path dominates training time on cached
+        features.
         """
-        combined = [self.combine_layers(c.float()[None])[0] for c in clips]
-        longest = max(c.shape[0] for c in combined)
-        batch = torch.stack([F.pad(c, (0, 0, 0, longest - c.shape[0])) for c in combined])
-        lengths = torch.tensor([c.shape[0] for c in combined])
-        mask = torch.arange(longest)[None, :] < lengths[:, None]
-        return self.fc2(F.relu(self.fc1(self._pool(batch, mask))))
+        lengths = torch.tensor([c.shape[1] for c in clips])
+        frames = torch.cat(list(clips), dim=1).float()  # [L, N, H]
+        if self.pooling == "last":
+            combined = frames[-1]
+        else:
+            combined = torch.einsum("l,lnh->nh", self.layer_weights(), frames)
+        x = F.relu(F.linear(combined, self.conv1.weight.squeeze(-1), self.conv1.bias))
+        x = F.linear(x, self.conv2.weight.squeeze(-1), self.conv2.bias)  # [N, width]
+        segment = torch.repeat_interleave(torch.arange(len(clips)), lengths)
+        pooled = torch.zeros(len(clips), x.shape[1], dtype=x.dtype).index_add_(0, segment, x)
+        pooled = pooled / lengths[:, None].clamp(min=1).to(x.dtype)
+        return self.fc2(F.relu(self.fc1(pooled)))
