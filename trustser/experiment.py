@@ -203,6 +203,7 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
                                            progress=config.progress)
         mlflow.log_metric("time_extract_s", time.perf_counter() - t0)
         folds = select_folds(index.folds, config.folds)  # audio skips may have dropped clips from the folds
+        features = features.in_float32()
         log_corpus_artifacts(index, stats)
         results = []
         for fold in folds:

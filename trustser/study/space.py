@@ -58,10 +58,10 @@ NOT_IN_ALL = ("whisper_tiny_en",)  # English-only variant of whisper_tiny; not o
 # What a search dimension may vary, and the type each choice must have. Booleans are rejected for int/float keys.
 SEARCHABLE: dict[str, type] = {
     "backbone": str, "unfreeze_top": int, "width": int, "lr": float, "pooling": str,
-    "epochs": int, "batch_size": int, "seed": int,
+    "epochs": int, "batch_size": int, "seed": int, "min_steps": int,
 }
 POOLINGS = ("weighted", "last")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed")  # TrainConfig fields
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed", "min_steps")  # TrainConfig fields
 TOP_LEVEL = ("name", "dataset", "data_root", "folds", "corpus_options", "random_init", "weights", "max_seconds",
              "train", "trust", "search", "objectives", "sampler")
 SAMPLERS = ("grid", "random", "nsga2")
@@ -268,6 +268,8 @@ def _check_choice(name: str, value: Any, key: str, fail, backbones) -> None:
         raise fail(key, f"unknown pooling '{value}'; known: {', '.join(POOLINGS)}")
     if name == "unfreeze_top" and value < 0:
         raise fail(key, f"unfreeze_top must be >= 0 (0 = frozen backbone), got {value}")
+    if name == "min_steps" and value < 0:
+        raise fail(key, f"min_steps must be >= 0, got {value}")
     if name in ("width", "epochs", "batch_size") and value < 1:
         raise fail(key, f"{name} must be >= 1, got {value}")
     if name == "lr" and value <= 0:
