@@ -103,3 +103,24 @@ def test_corrupt_and_empty_wavs_are_skipped_counted_and_dropped_from_folds(mini_
     skipped = {s.item for s in index.skipped}
     assert str(wavs[0]) in skipped and str(wavs[1]) in skipped
     assert all(c in index.clips for f in index.folds for part in f.partitions().values() for c in part)
+
+
+def test_bf16_extraction_is_a_separate_cache_entry_close_to_fp32(mini_emodb):
+    index = load_corpus("emodb", mini_emodb)
+    backbone, source = load_backbone("whisper_tiny", random_init=True)
+    ids = sorted(index.clips)[:2]
+    fp32, _ = extract_features(index, backbone, source, clip_ids=ids, progress=False)
+    bf16, stats = extract_features(index, backbone, source, clip_ids=ids, progress=False, precision="bf16")
+    assert stats.computed == 2  # not served from the fp32 entries
+    a, b = fp32[ids[0]].float(), bf16[ids[0]].float()
+    assert not torch.equal(a, b)
+    assert ((a - b).norm() / a.norm()) < 0.05
+
+
+def test_unknown_precision_is_a_config_error(mini_emodb):
+    from trustser.errors import ConfigError
+
+    index = load_corpus("emodb", mini_emodb)
+    backbone, source = load_backbone("whisper_tiny", random_init=True)
+    with pytest.raises(ConfigError, match="fp8"):
+        extract_features(index, backbone, source, progress=False, precision="fp8")

@@ -166,6 +166,8 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--random-init", type=click.BOOL, is_flag=False, flag_value=True, default=False,
               help="Random weights (NOT a pretrained result; tagged weights=random). Also accepts true/false.")
 @click.option("--cache-dir", default=None, help="Feature cache (default: $TRUSTSER_CACHE or ~/.cache/trustser).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="Feature extraction precision (bf16 autocast; part of the cache key).")
 @click.option("--unfreeze-top", default=0, show_default=True, type=click.IntRange(0, 48),
               help="Fine-tune the top k encoder layers with the head (0 = frozen backbone).")
 @click.option("--pgd", type=click.BOOL, is_flag=False, flag_value=True, default=False,
@@ -181,7 +183,7 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--no-progress", is_flag=True)
 @user_errors
 def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, epochs, batch_size, lr, seed, weights, random_init,
-                cache_dir, unfreeze_top, pgd, snr, max_attack_clips, attack_train_mode, no_safety, no_probes, no_cost,
+                cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips, attack_train_mode, no_safety, no_probes, no_cost,
                 experiment, no_progress) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow."""
     from trustser.experiment import RunConfig, TrustConfig, run_experiment
@@ -193,6 +195,7 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
         backbone=backbone, dataset=dataset, data_root=_none_if_empty(data_root), folds=str(folds),
         corpus_options=parse_options(corpus_options),
         weights=_none_if_empty(weights), random_init=random_init, cache_dir=_none_if_empty(cache_dir),
+        precision=precision,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), unfreeze_top=unfreeze_top,
         trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
                           max_attack_clips=_positive_int_or_none(max_attack_clips, "--max-attack-clips"),

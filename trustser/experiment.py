@@ -63,6 +63,7 @@ class RunConfig:
     random_init: bool = False
     cache_dir: str | None = None
     max_seconds: float = MAX_SECONDS
+    precision: str = "fp32"  # feature extraction: fp32 or bf16 autocast
     train: TrainConfig = field(default_factory=TrainConfig)
     unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
     trust: TrustConfig = field(default_factory=TrustConfig)
@@ -200,7 +201,7 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         tracking.log_params_safely(parent_params(config, source, index, backbone.num_parameters()))
         t0 = time.perf_counter()
         features, stats = extract_features(index, backbone, source, config.cache_dir, config.max_seconds,
-                                           progress=config.progress)
+                                           progress=config.progress, precision=config.precision)
         mlflow.log_metric("time_extract_s", time.perf_counter() - t0)
         folds = select_folds(index.folds, config.folds)  # audio skips may have dropped clips from the folds
         features = features.in_float32()
@@ -301,7 +302,7 @@ def parent_params(config: RunConfig, source, index: CorpusIndex, num_params: int
         "backbone": config.backbone, "dataset": config.dataset, "data_root": str(index.root),
         "folds": config.folds, "weights": str(source.path) if source.path else source.kind,
         "weights_source": source.kind, "weights_identity": source.identity[:64], "random_init": config.random_init,
-        "max_seconds": config.max_seconds, "backbone_params": num_params,
+        "max_seconds": config.max_seconds, "precision": config.precision, "backbone_params": num_params,
         **{f"head.{k}": v for k, v in config.train.as_params().items()}, **config.trust.as_params(),
         "unfreeze_top": config.unfreeze_top, "epochs": config.train.epochs, "batch_size": config.train.batch_size, "lr": config.train.lr,
         "seed": config.train.seed, "python": platform.python_version(),

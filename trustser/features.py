@@ -147,14 +147,19 @@ def feature_dir(key: FeatureKey, cache: str | Path | None = None) -> Path:
 def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSource,
                      cache: str | Path | None = None, max_seconds: float = MAX_SECONDS,
                      clip_ids: Iterable[str] | None = None, progress: bool = True,
-                     stats: ExtractionStats | None = None) -> tuple[FeatureStore, ExtractionStats]:
+                     stats: ExtractionStats | None = None, precision: str = "fp32",
+                     ) -> tuple[FeatureStore, ExtractionStats]:
     """Features for every clip of ``index`` (or ``clip_ids``), from the cache where present.
 
     Clips whose audio is unusable are removed from the index (and its folds) with their reason, and counted.
     """
     from tqdm.auto import tqdm
 
-    key = FeatureKey(backbone.spec.name, source.identity, max_seconds)
+    if precision not in PRECISIONS:
+        from trustser.errors import ConfigError
+
+        raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, got '{precision}'")
+    key = FeatureKey(backbone.spec.name, source.identity, max_seconds, precision)
     directory = feature_dir(key, cache)
     stats = stats or ExtractionStats()
     features: dict[str, Tensor] = {}
@@ -183,19 +188,26 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
             stats.skipped[exc.reason] += 1
             index.drop(clip_id, exc.reason, str(exc))
             continue
-        hidden = compute_hidden(backbone, torch.from_numpy(samples))
+        hidden = compute_hidden(backbone, torch.from_numpy(samples), precision)
         write_entry(entry, hidden)
         features[clip_id] = hidden.to(torch.float16)
         stats.computed += 1
     return FeatureStore(features, key), stats
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+"""Extraction precision: fp32, or bf16 autocast (matmuls in bfloat16 on CPUs with AVX-512 BF16; see
+docs/benchmarks.md for its speed and effect on UAR). Part of the cache key and logged with every run."""
+
+
 @torch.inference_mode()
-def compute_hidden(backbone: Backbone, samples: Tensor) -> Tensor:
-    """One clip's hidden states [layers, frames, hidden] (fp32; the cache stores fp16)."""
-    out = backbone(samples[None], torch.tensor([samples.shape[0]]))
+def compute_hidden(backbone: Backbone, samples: Tensor, precision: str = "fp32") -> Tensor:
+    """One clip's hidden states [layers, frames, hidden] (fp32 out; the cache stores fp16)."""
+    dtype = PRECISIONS[precision]
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        out = backbone(samples[None], torch.tensor([samples.shape[0]]))
     frames = int(out.mask[0].sum())
-    return out.hidden[0, :, :frames]
+    return out.hidden[0, :, :frames].float()
 
 
 def max_samples(max_seconds: float = MAX_SECONDS) -> int:
