@@ -99,3 +99,23 @@ def test_s3prl_position_table_shortcut_equals_s3prl_original(monkeypatch):
     original = builder.get_sinusoid_table._original.__wrapped__  # s3prl's own (lru-cached) function
     monkeypatch.setattr(builder, "MAX_SEQLEN", 64)
     torch.testing.assert_close(sinusoid_table(48, 64), original(48), atol=0, rtol=0)
+
+
+def test_s3prl_checkpoint_with_pickled_code_is_refused_before_s3prl_loads_it(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would run arbitrary code",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"config": {}, "model": {}, "extra": Payload()}, path)
+    with pytest.raises(WeightsNotFoundError, match="refused"):
+        load_backbone("apc", weights=str(path))
+
+
+def test_s3prl_checkpoint_of_tensors_and_config_loads_through_s3prl(tmp_path):
+    from trustser.backbones.s3prl_models import RANDOM_CHECKPOINTS
+
+    path = tmp_path / "apc.ckpt"
+    torch.save(RANDOM_CHECKPOINTS["apc"](get_backbone_spec("apc")), path)
+    backbone, source = load_backbone("apc", weights=str(path))
+    assert source.kind == "s3prl_ckpt" and not source.is_random

@@ -159,12 +159,33 @@ def random_checkpoint_path(spec: BackboneSpec, cache: Path) -> Path:
     return path
 
 
+def check_checkpoint_is_safe(path: Path) -> None:
+    """Refuse checkpoints that need arbitrary unpickling before s3prl (which unpickles fully) touches them.
+
+    s3prl's experts call ``torch.load(..., weights_only=False)``, which executes any code a pickle carries. We load
+    the file first with ``weights_only=True`` (tensors, dicts, lists, numbers, strings only); a checkpoint that
+    passes holds nothing executable, so s3prl's own load of it is safe.
+    """
+    from trustser.errors import WeightsNotFoundError
+
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsNotFoundError(
+            f"{path}: refused: not loadable with torch.load(weights_only=True) ({first[:200]}). It may carry "
+            "pickled objects (old s3prl checkpoints pickle their optimizer); re-save only its tensors and configs, "
+            "e.g. torch.save({k: ckpt[k] for k in ('Config', 'Transformer')}, new_path)."
+        ) from None
+
+
 def build_s3prl(spec: BackboneSpec, checkpoint: Path | None, cache: Path | None = None) -> S3prlBackbone:
     from trustser.paths import cache_dir
 
     kind = spec.name
     if checkpoint is None:
         checkpoint = random_checkpoint_path(spec, cache_dir(cache))
+    check_checkpoint_is_safe(Path(checkpoint))
     expert = _expert_class(kind)(str(checkpoint))
     expert.eval()
     return S3prlBackbone(spec, expert, LAYER_STACKS[kind])
