@@ -11,4 +11,5 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "warning: espeak-ng missing and not root: the transcription tests will be skipped"
   fi
 fi
+export MLFLOW_DISABLE_TELEMETRY=true
 exec .venv/bin/python -m pytest -q "$@"

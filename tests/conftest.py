@@ -19,6 +19,7 @@ def isolated_state(tmp_path_factory, monkeypatch):
     """Every test gets its own cache and tracking store, so no test depends on another's leftovers."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("TRUSTSER_CACHE", str(cache))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no network here: telemetry costs seconds per test
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")

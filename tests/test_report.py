@@ -30,7 +30,12 @@ def migrated_mlflow_db(tmp_path_factory) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else \
         tmp_path_factory.mktemp("mlflow-template")
     path = folder / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates the tables
+    here = Path.cwd()
+    os.chdir(folder)  # the store's Default experiment points its artifacts at ./mlruns: keep that out of the repo
+    try:
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates and migrates tables
+    finally:
+        os.chdir(here)
     yield path
     shutil.rmtree(folder, ignore_errors=True)
 

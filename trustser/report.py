@@ -110,7 +110,7 @@ def _paper_gflops(row: Candidate) -> str:
     from trustser.backbones import BACKBONES
 
     spec = BACKBONES.get(str(row.params.get("backbone")))
-    return f"{spec.paper.gflops_6s:.1f}" if spec and spec.paper else "–"
+    return f"{spec.paper.gflops_6s:.1f}" if spec and spec.paper else "–"  # the paper's "GFLOPs" are MACs
 
 
 def _recommendations(rows: Sequence[Candidate], scenarios: Sequence[str]) -> dict[str, Recommendation | str]:
@@ -166,7 +166,8 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
 
 NORMALISATION_NOTE = ("Radar axes are normalised to fixed ranges (1 = most trustworthy): performance (UAR − 0.25)/0.75; "
                       "privacy (1 − gender-probe accuracy)/0.5; safety 1 − ASR; fairness 1 − equality-of-odds gap; "
-                      "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs).")
+                      "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs). GFLOPs count FLOPs (2 × MACs); the "
+                      "paper's Table 4 column, shown beside ours, counts MACs.")
 RULE_NOTE = ("Scenario rule: hard limits first; then each axis min–max normalised over the Pareto candidates "
              "(1 = best), weighted high=3, medium=2, low=1; ties by the higher-priority axes, then by name.")
 
@@ -180,7 +181,7 @@ def _table_rows(rows: Sequence[Candidate]) -> list[list[str]]:
     return out
 
 
-HEADER = ["configuration", *(c[1] for c in COLUMNS), "paper GFLOPs", "Pareto", "source"]
+HEADER = ["configuration", *(c[1] for c in COLUMNS), "paper Table 4 (GMACs)", "Pareto", "source"]
 
 
 def _rec_cells(name: str, rec: Recommendation | str) -> list[str]:

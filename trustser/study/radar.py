@@ -7,7 +7,9 @@ clipped to [0, 1]; rates are fractions, not percent):
 - privacy       (1 − acc) / 0.5              gender probe at chance (0.5) → 1, a perfect probe → 0
 - safety        1 − FGSM attack success rate
 - fairness      1 − equality-of-odds gap
-- sustainability 1 − log10(GFLOPs) / 2       1 GFLOP → 1, 100 GFLOPs → 0 (log decades; the registry spans 2.3–41.7)
+- sustainability 1 − log10(GFLOPs) / 2       1 GFLOP → 1, 100 GFLOPs → 0 (log decades; ``sustainability_gflops``
+                                             counts FLOPs = 2 × MACs, about 5–84 over the registry; the paper's
+                                             Table 4 figures, 2.3–41.7, are MACs)
 
 A missing axis is drawn at 0 and its label says "n/a".
 """
