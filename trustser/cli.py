@@ -79,7 +79,8 @@ def _none_if_empty(value: str | None) -> str | None:
     return value if value not in (None, "", "None", "none") else None
 
 
-def _positive_int_or_none(value: str | None, option: str) -> int | None:
+def _optional_int(value: str | None, option: str, minimum: int = 0) -> int | None:
+    """An optional whole-number option given as text (MLproject passes every parameter as a string)."""
     from trustser.errors import ConfigError
 
     if _none_if_empty(value) is None:
@@ -87,9 +88,9 @@ def _positive_int_or_none(value: str | None, option: str) -> int | None:
     try:
         number = int(value)
     except ValueError:
-        raise ConfigError(f"{option} must be a positive integer or empty, got '{value}'") from None
-    if number < 1:
-        raise ConfigError(f"{option} must be a positive integer or empty, got '{value}'")
+        raise ConfigError(f"{option} must be a whole number or empty, got '{value}'") from None
+    if number < minimum:
+        raise ConfigError(f"{option} must be >= {minimum}, got {number}")
     return number
 
 
@@ -198,7 +199,7 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
         precision=precision,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), unfreeze_top=unfreeze_top,
         trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
-                          max_attack_clips=_positive_int_or_none(max_attack_clips, "--max-attack-clips"),
+                          max_attack_clips=_optional_int(max_attack_clips, "--max-attack-clips", minimum=1),
                           attack_train_mode=attack_train_mode,
                           probes=not no_probes, measure_cost=not no_cost),
         experiment=_none_if_empty(experiment), progress=not no_progress,
@@ -212,19 +213,6 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
                f"± {s.get('test_uar_std', float('nan')):.3f} over {len(result.folds)} fold(s); "
                f"wall time {s['wall_time_s']:.0f} s; MLflow parent run {result.parent_run_id}")
 
-
-def _optional_int(value: str | None, option: str) -> int | None:
-    from trustser.errors import ConfigError
-
-    if _none_if_empty(value) is None:
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"{option} must be a whole number, got '{value}'") from None
-    if number < 0:
-        raise ConfigError(f"{option} must be >= 0, got {number}")
-    return number
 
 
 @main.command("study")

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
 from trustser.errors import ConfigError, TrustserError
 from trustser.study.pareto import Candidate
@@ -110,15 +109,10 @@ def scenario_path(name_or_path: str | Path) -> Path:
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
+    from trustser.config_io import read_yaml_mapping
+
     path = scenario_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(TOP_LEVEL)}")
-    raw.setdefault("name", path.stem)
-    return parse_scenario(raw, str(path))
+    return parse_scenario(read_yaml_mapping(path, TOP_LEVEL), str(path))
 
 
 def parse_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario:

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from trustser.errors import ConfigError
 
@@ -165,14 +164,9 @@ def load_space(path: str | Path) -> StudySpace:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study space file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys ({', '.join(TOP_LEVEL)}), got {type(raw).__name__}")
-    raw.setdefault("name", path.stem)
-    return parse_space(raw, str(path))
+    from trustser.config_io import read_yaml_mapping
+
+    return parse_space(read_yaml_mapping(path, TOP_LEVEL), str(path))
 
 
 def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
