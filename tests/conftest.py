@@ -32,7 +32,7 @@ def shared_converted_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("converted-cache")
 
 
-def make_mini_emodb(root: Path, per_speaker_class: int = 1) -> Path:
+def make_mini_emodb(root: Path, per_speaker_class: int = 1, speakers: set[str] | None = None) -> Path:
     """Copy ``per_speaker_class`` clips per (speaker, 4-class emotion) of the real EmoDB into ``root/wav``."""
     from trustser.corpora.emodb import EMOTION_CODES, FILE_NAME
 
@@ -40,13 +40,20 @@ def make_mini_emodb(root: Path, per_speaker_class: int = 1) -> Path:
     taken: dict[tuple[str, str], int] = {}
     for path in sorted((EMODB_ROOT / "wav").iterdir()):
         m = FILE_NAME.match(path.name)
-        if not m or m["emotion"] not in EMOTION_CODES:
+        if not m or m["emotion"] not in EMOTION_CODES or (speakers and m["speaker"] not in speakers):
             continue
         key = (m["speaker"], m["emotion"])
         if taken.get(key, 0) < per_speaker_class:
             shutil.copy(path, root / "wav" / path.name)
             taken[key] = taken.get(key, 0) + 1
     return root
+
+
+@pytest.fixture
+def fold1_emodb(tmp_path) -> Path:
+    """The smallest real-EmoDB copy on which fold 1 is complete: its test pair (08, 03), validation pair (09, 10)
+    and one training pair (13, 11): 24 clips."""
+    return make_mini_emodb(tmp_path / "emodb", speakers={"08", "03", "09", "10", "13", "11"})
 
 
 @pytest.fixture
