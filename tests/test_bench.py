@@ -1,0 +1,136 @@
+"""scripts/bench.py: every measurement runs end to end on tiny inputs and reports well-formed numbers.
+
+The --tiny preset uses random-init Whisper Tiny, two clips per fold partition and a one-epoch sweep over a ~40-clip
+EmoDB copy; no figure is checked against a value (they depend on the machine), only that each is a positive finite
+number where a ratio or rate is expected.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+HEADLINE = ("cache_speedup", "whisper_pad_flops_ratio", "whisper_pad_time_ratio", "extraction_peak_fraction",
+            "bf16_speedup", "bf16_uar_delta", "matmul_gflops", "matmul_gflops_bf16")
+POSITIVE = ("cache_speedup", "cache_speedup_incl_cold_extraction", "whisper_pad_flops_ratio", "whisper_pad_time_ratio",
+            "extraction_peak_fraction", "extraction_peak_fraction_best_config", "bf16_speedup", "matmul_gflops",
+            "matmul_gflops_bf16", "fgsm_vs_forward", "sweep_wall_s")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(SCRIPTS))  # the script imports its helper modules from its own directory
+    try:
+        yield importlib.import_module("bench")
+    finally:
+        while str(SCRIPTS) in sys.path:
+            sys.path.remove(str(SCRIPTS))
+
+
+@pytest.fixture(scope="module")
+def measure(bench):
+    return importlib.import_module("bench_measure")
+
+
+def positive_finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_one_json_object_with_every_headline_ratio(bench, mini_emodb, tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    assert bench.main(["--tiny", "--json", "--data-root", str(mini_emodb), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(printed)  # exactly one JSON object: nothing else on stdout
+    assert result == json.loads(output.read_text())
+    for key in HEADLINE:
+        assert key in result, key
+    for key in POSITIVE:
+        assert positive_finite(result[key]), (key, result[key])
+    assert math.isfinite(result["bf16_uar_delta"]) and abs(result["bf16_uar_delta"]) <= 1
+    assert 0 < result["extraction_peak_fraction"] < 5  # a fraction of a measured peak; loose: peaks are noisy
+    assert set(result["targets"]) and all(isinstance(v, bool) for v in result["targets"].values())
+
+    machine = result["machine"]
+    assert machine["versions"]["torch"] and machine["usable_cores"] >= 1
+    assert result["threads_used"] >= 1 and len(result["load_average"]["start"]) == 3
+    assert result["settings"]["mode"] == "tiny"
+
+    sweep = result["sweep"]
+    assert set(sweep["stages_s"]) >= {"extract", "train", "probes", "attacks", "flops", "other"}
+    assert all(v >= 0 for k, v in sweep["stages_s"].items() if k != "other")
+    assert positive_finite(sweep["peak_rss_bytes"])
+    for corpus in ("iemocap", "crema_d", "msp_improv", "msp_podcast"):
+        estimate = result["extrapolation"]["corpora"][corpus]
+        assert positive_finite(estimate["total_h"]) and positive_finite(estimate["feature_store_gb_fp16"])
+    study = result["extraction_study"]["rows"]
+    assert {row["threads"] for row in study} >= {1}
+    assert all(positive_finite(row["gflops_per_s"]) for row in study)
+
+
+def test_table_names_every_section(bench):
+    table = bench.format_table(_fake_results())
+    for heading in ("matmul", "1. cache vs recompute", "2. Whisper", "3. extraction", "4. bf16", "5. attack",
+                    "6. sweep", "targets:"):
+        assert heading in table
+
+
+@pytest.mark.filterwarnings("ignore:backbone .* RANDOM weights")
+def test_batched_and_bf16_precast_paths_give_the_package_features(measure):
+    """What the bench times as alternatives computes the same features: batching by length changes nothing beyond
+    float rounding, and bf16-stored weights are bit-identical to bf16 autocast."""
+    import torch
+
+    from trustser.backbones.loading import load_backbone
+    from trustser.features import compute_hidden
+
+    backbone, _ = load_backbone("whisper_tiny", random_init=True)
+    generator = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(n, generator=generator) for n in (8000, 12000, 16000)]
+    for batched, wave in zip(measure.batched_hidden(backbone, waves), waves):
+        assert torch.allclose(batched, compute_hidden(backbone, wave), atol=1e-4)
+    twin = measure.precast_bf16(backbone)
+    assert torch.equal(compute_hidden(twin, waves[0], "bf16"), compute_hidden(backbone, waves[0], "bf16"))
+    same = {"a": compute_hidden(backbone, waves[0]).half()}
+    assert measure.feature_difference(same, same)["max_relative_l2"] == 0
+
+
+def _fake_results():
+    """A structurally complete result with arbitrary numbers, for the formatter only."""
+    row = {"processes": 1, "threads": 1, "batch_size": 1, "seconds": 1.0, "gflops_per_s": 1.0, "peak_fraction": 0.5}
+    stages = {"extract": 1.0, "train": 1.0, "probes": 1.0, "attacks": 1.0, "flops": 1.0, "other": 1.0}
+    estimate = {"clips": 10, "mean_s": 1.0, "folds": 5, "stages_s": stages, "total_h": 1.0,
+                "feature_store_gb_fp16": 1.0, "fp32_copy": True, "peak_rss_gb_est": 1.0}
+    return {
+        "settings": {"mode": "tiny", "backbone": "whisper_tiny"},
+        "machine": {"cpu": "cpu", "usable_cores": 2, "versions": {"torch": "x"}},
+        "threads_used": 1, "load_average": {"start": [0, 0, 0], "end": [0, 0, 0]}, "bench_wall_s": 1.0,
+        "matmul": {"repeats": 1, "fp32": {"1": 1.0}, "bf16": {"1": 2.0}, "fp32_peak_gflops": 1.0},
+        "cache_vs_recompute": {"whisper_tiny": {"cached_train_s": 1.0, "naive_train_s_scaled": 2.0,
+                                                "naive_epochs_timed": 1, "speedup_warm": 2.0,
+                                                "speedup_incl_cold_extraction": 1.0, "cold_extract_s": 1.0}},
+        "whisper_padding": {"true_positions": 300, "padded_positions": 1500, "true_gflops": 1.0, "padded_gflops": 7.0,
+                            "flops_ratio": 7.0, "encoder_flops_ratio": 7.0, "true_encoder_s": 0.1,
+                            "padded_encoder_s": 0.7, "encoder_time_ratio": 7.0, "full_time_ratio": 6.0},
+        "extraction": {"backbone": "whisper_tiny", "clips": 4, "fp32_cold_s": 1.0, "fp32_gflops_per_s": 1.0,
+                       "peak_fraction": 0.5, "warm_read_s": 0.1},
+        "extraction_study": {"clips": 4, "rows": [row]},
+        "bf16": {"fp32_cold_s": 1.0, "bf16_cold_s": 0.5, "speedup": 2.0,
+                 "compute_only": {"speedup_autocast": 2.0, "speedup_precast": 2.5},
+                 "feature_difference": {"max_relative_l2": 0.01, "median_relative_l2": 0.005},
+                 "folds": ["fold1"], "uar_fp32": [0.5], "uar_bf16": [0.5], "uar_delta_mean": 0.0,
+                 "uar_delta_max_abs_fold": 0.0},
+        "attack": {"clips": 2, "forward_s_per_clip": 0.01, "fgsm_sweep_vs_forward": 5.0, "fgsm_45db_vs_forward": 3.0,
+                   "gaussian_sweep_vs_forward": 4.0},
+        "sweep": {"backbone": "whisper_tiny", "folds": 1, "extract_cache": "cold", "wall_s": 1.0,
+                  "stages_s": stages, "peak_rss_bytes": 2**30},
+        "extrapolation": {"corpora": {"iemocap": estimate}},
+        "targets": {"cache_speedup >= 20": True},
+    }
