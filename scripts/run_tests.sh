@@ -11,5 +11,13 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "warning: espeak-ng missing and not root: the transcription tests will be skipped"
   fi
 fi
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # the scale tests start their own PostgreSQL (tests/scale_fixtures.py); without it they are skipped, saying so
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) || echo "warning: could not install postgresql"
+  else
+    echo "warning: PostgreSQL missing and not root: the scale tests will be skipped"
+  fi
+fi
 export MLFLOW_DISABLE_TELEMETRY=true
 exec .venv/bin/python -m pytest -q "$@"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["scale_fixtures"]  # PostgreSQL + MLflow server for the scale tests, started on demand
+
 EMODB_ROOT = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emodb").resolve()
 
 

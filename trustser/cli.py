@@ -215,35 +215,198 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
 
 
 
+def heartbeat_options(fn):
+    """--heartbeat, --grace-period, --max-retry: how a dead worker's trial is detected and retried."""
+    fn = click.option("--max-retry", default=2, show_default=True, type=click.IntRange(0, 100),
+                      help="Times a dead worker's trial is queued again.")(fn)
+    fn = click.option("--grace-period", default=60, show_default=True, type=click.IntRange(2, None),
+                      help="Seconds without a heartbeat after which a running trial counts as dead.")(fn)
+    return click.option("--heartbeat", default=10, show_default=True, type=click.IntRange(1, None),
+                        help="Seconds between a running trial's heartbeats.")(fn)
+
+
+def _echo_front(rows) -> None:
+    click.echo(f"Pareto front ({len(rows)}):")
+    for row in rows:
+        values = ", ".join(f"{k} {v:.4g}" for k, v in row.values.items())
+        click.echo(f"  trial {row.trial}: {row.label}: {values}")
+
+
 @main.command("study")
 @click.option("--space", required=True, help="Study space YAML, e.g. studies/quick.yaml or studies/default.yaml.")
 @click.option("--n-trials", default=None, help="New trials to run (default: the configurations not yet done).")
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///<cwd>/optuna.db).")
+@click.option("--storage", default=None, envvar="TRUSTSER_STORAGE",
+              help="Optuna storage URL (default: $TRUSTSER_STORAGE, else sqlite:///<cwd>/optuna.db).")
 @click.option("--study-name", default=None, help="Study to create or resume (default: the space's name).")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: trustser).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 256),
+              help="Worker processes on this machine (1: this process; 0: only create the study and queue its "
+                   "configurations for `trustser worker`s elsewhere).")
+@heartbeat_options
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def study_command(space, n_trials, storage, study_name, experiment, no_progress) -> None:
+def study_command(space, n_trials, storage, study_name, experiment, workers, heartbeat, grace_period, max_retry,
+                  no_progress) -> None:
     """Search the space for the trust trade-offs (Pareto front); running it again resumes the study."""
-    from trustser.study.runner import redact, run_study
+    from trustser.study.runner import default_storage, redact, run_study
     from trustser.study.space import load_space
+    from trustser.study.workers import Heartbeat, run_local_workers, runner_from_env
 
     study_space = load_space(space)
     trials = _optional_int(n_trials, "--n-trials")
+    beat = Heartbeat(heartbeat, grace_period, max_retry)
     if study_space.random_init:
         click.secho(f"WARNING: {space} uses RANDOM weights: its numbers are not pretrained results",
                     fg="yellow", err=True)
-    result = run_study(study_space, n_trials=trials, storage=_none_if_empty(storage),
-                       study_name=_none_if_empty(study_name), experiment=_none_if_empty(experiment),
-                       progress=not no_progress)
-    click.echo(f"study {result.study_name} in {redact(result.storage)}: {result.evaluated} evaluated, "
-               f"{result.reused} reused, {result.failed} failed; MLflow run {result.mlflow_run_id}")
+    storage = _none_if_empty(storage) or default_storage()
+    result = run_study(study_space, n_trials=trials, storage=storage, study_name=_none_if_empty(study_name),
+                       experiment=_none_if_empty(experiment), progress=not no_progress, heartbeat=beat,
+                       runner=runner_from_env(), work=workers == 1)
+    if workers == 1:
+        click.echo(f"study {result.study_name} in {redact(result.storage)}: {result.evaluated} evaluated, "
+                   f"{result.reused} reused, {result.failed} failed; MLflow run {result.mlflow_run_id}")
+        for error in result.errors[:5]:
+            click.echo(f"  failed: {error}", err=True)
+        _echo_front(result.front)
+        return
+    if workers == 0:
+        click.echo(f"study {result.study_name} in {redact(storage)} is ready (MLflow run {result.mlflow_run_id}); "
+                   f"work on it from any machine with: trustser worker --storage URL --study-name {result.study_name}")
+        return
+    if storage.startswith("sqlite"):
+        click.secho("note: several processes on one SQLite file wait for each other's writes; PostgreSQL is the "
+                    "storage made for this (trustser services start, docs/scale-out.md)", fg="yellow", err=True)
+    grid = study_space.sampler.kind == "grid"
+    codes = run_local_workers(workers, storage, result.study_name, beat, None if grid else trials, not no_progress)
+    # a last pass here: whatever a dead worker left is retried, then the Pareto front is logged once
+    run_study(study_space, n_trials=None if grid else 0, storage=storage, study_name=result.study_name,
+              experiment=_none_if_empty(experiment), progress=not no_progress, heartbeat=beat,
+              runner=runner_from_env(), enqueue=False)
+    _echo_study_state(storage, result.study_name, result.mlflow_run_id, f"{workers} workers")
+    if any(codes):
+        raise click.ClickException(f"worker exit codes: {codes}")
+
+
+def _echo_study_state(storage: str, study_name: str, run_id: str | None, who: str) -> None:
+    from collections import Counter
+
+    from trustser.study.pareto import front_rows
+    from trustser.study.runner import open_study, redact
+
+    study = open_study(storage, study_name)
+    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    click.echo(f"study {study_name} in {redact(storage)} ({who}): {states['COMPLETE']} complete, {states['FAIL']} "
+               f"failed, {states['WAITING'] + states['RUNNING']} queued or running; MLflow run {run_id}")
+    _echo_front(front_rows(study))
+
+
+@main.command("worker")
+@click.option("--storage", default=None, envvar="TRUSTSER_STORAGE",
+              help="Optuna storage URL of the study (default: $TRUSTSER_STORAGE, else sqlite:///<cwd>/optuna.db).")
+@click.option("--study-name", default=None, help="The study to work on (default: the only one in the storage).")
+@click.option("--n-trials", default=None, help="Trials this worker runs at most (random/nsga2 samplers: new ones "
+              "to sample; default: for a grid, until its queue is empty; otherwise the grid size).")
+@heartbeat_options
+@click.option("--no-front", is_flag=True, help="Do not log the Pareto front at the end (another process does).")
+@click.option("--no-progress", is_flag=True)
+@user_errors
+def worker_command(storage, study_name, n_trials, heartbeat, grace_period, max_retry, no_front, no_progress) -> None:
+    """Work on an existing study: evaluate its queued configurations, and those of dead workers again, until none is
+    left. Logs to $MLFLOW_TRACKING_URI, which must be the study's tracking server."""
+    from trustser.study.runner import default_storage, redact
+    from trustser.study.workers import Heartbeat, run_worker, runner_from_env
+
+    storage = _none_if_empty(storage) or default_storage()
+    result = run_worker(storage, _none_if_empty(study_name), _optional_int(n_trials, "--n-trials"),
+                        Heartbeat(heartbeat, grace_period, max_retry), runner_from_env(), not no_progress,
+                        front=not no_front)
+    click.echo(f"worker on study {result.study_name} in {redact(storage)}: {result.evaluated} evaluated, "
+               f"{result.reused} reused, {result.failed} failed")
     for error in result.errors[:5]:
         click.echo(f"  failed: {error}", err=True)
-    click.echo(f"Pareto front ({len(result.front)}):")
-    for row in result.front:
-        values = ", ".join(f"{k} {v:.4g}" for k, v in row.values.items())
-        click.echo(f"  trial {row.trial}: {row.label}: {values}")
+
+
+@main.group("services")
+def services_group() -> None:
+    """A local PostgreSQL (Optuna storage, MLflow backend) and MLflow tracking server (docs/scale-out.md)."""
+
+
+@services_group.command("start")
+@click.option("--dir", "directory", default="trustser-services", show_default=True,
+              help="Folder for the cluster, artifacts, logs, PIDs and services.json.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface both servers listen on; anything but loopback exposes them (see --allow).")
+@click.option("--pg-port", default=5432, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
+@click.option("--mlflow-port", default=5000, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
+@click.option("--allow", multiple=True, metavar="CIDR",
+              help="A network whose hosts may connect to PostgreSQL (repeatable; with --host not loopback).")
+@click.option("--pg-user", default=None, help="OS user running PostgreSQL when started by root (default: postgres).")
+@click.option("--no-mlflow", is_flag=True, help="Start PostgreSQL only.")
+@click.option("--fast", is_flag=True, help="fsync off: quicker, but a crash can lose the databases (tests, throwaway).")
+@click.option("--json", "as_json", is_flag=True, help="Print services.json (password included).")
+@user_errors
+def services_start(directory, host, pg_port, mlflow_port, allow, pg_user, no_mlflow, fast, as_json) -> None:
+    """Start PostgreSQL (initdb and databases optuna, mlflow the first time) and an MLflow server; record PIDs."""
+    from pathlib import Path
+
+    from trustser.services import ServiceConfig, Services, is_loopback, redact
+
+    services = Services(directory)
+    if not is_loopback(host):
+        click.secho(f"WARNING: the servers listen on {host}: reachable from the network "
+                    f"(PostgreSQL only from {', '.join(allow) or 'loopback'}, with the password)", fg="yellow", err=True)
+    info = services.start(ServiceConfig(Path(directory), host=host, pg_port=pg_port, mlflow_port=mlflow_port,
+                                        allow=tuple(allow), pg_user=_none_if_empty(pg_user), durable=not fast),
+                          mlflow=not no_mlflow)
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    pg = info["postgres"]
+    click.echo(f"postgres: pid {pg['pid']} on {info['host']}:{pg['port']}, data {pg['data']}")
+    click.echo(f"  optuna storage: {redact(info['storage'])}")
+    if info.get("mlflow"):
+        click.echo(f"mlflow:   pid {info['mlflow']['pid']} at {info['tracking_uri']}, artifacts "
+                   f"{info['mlflow']['artifacts']}")
+    click.echo(f'use them: eval "$(trustser services env --dir {services.dir})"')
+
+
+@services_group.command("stop")
+@click.option("--dir", "directory", default="trustser-services", show_default=True)
+@user_errors
+def services_stop(directory) -> None:
+    """Stop the MLflow server and PostgreSQL started from --dir, by their recorded PIDs."""
+    from trustser.services import Services
+
+    for line in Services(directory).stop():
+        click.echo(line)
+
+
+@services_group.command("status")
+@click.option("--dir", "directory", default="trustser-services", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def services_status(directory, as_json) -> None:
+    """Whether the services of --dir run, on which ports."""
+    from trustser.services import Services
+
+    status = Services(directory).status()
+    if as_json:
+        click.echo(json.dumps(status, indent=1))
+        return
+    for name in ("postgres", "mlflow"):
+        s = status[name]
+        click.echo(f"{name}: {'running' if s['running'] else 'stopped'} (pid {s['pid']}, port {s['port']})")
+
+
+@services_group.command("env")
+@click.option("--dir", "directory", default="trustser-services", show_default=True)
+@user_errors
+def services_env(directory) -> None:
+    """Print `export TRUSTSER_STORAGE=... MLFLOW_TRACKING_URI=...` for a shell (eval "$(trustser services env)")."""
+    from trustser.services import Services
+
+    for line in Services(directory).env_lines():
+        click.echo(line)
 
 
 @main.command("recommend")

@@ -7,8 +7,11 @@ Look:  mlflow ui --backend-store-uri sqlite:///mlflow.db
 - Storage: ``sqlite:///<cwd>/optuna.db`` unless ``storage`` names another Optuna storage URL (e.g. PostgreSQL).
   A study is found again by name (``load_if_exists``), so running the same command again resumes it.
 - Sampler ``grid``: each configuration of the space once, in the space's seeded order; configurations already
-  COMPLETE in the study are not enqueued again, so a stopped study resumes where it left off (failed or
-  interrupted configurations are retried). ``random``/``nsga2``: Optuna's seeded samplers over the same choices.
+  COMPLETE in the study (or queued, or running in a live worker) are not enqueued again, so a stopped study resumes
+  where it left off (failed or interrupted configurations are retried). ``random``/``nsga2``: Optuna's seeded
+  samplers over the same choices.
+- Workers: several processes or machines may work on one study (``trustser worker``, ``--workers N``); heartbeats
+  detect dead ones and their trials are retried. How, in ``trustser.study.workers``.
 - Reuse: a trial whose configuration (``config_hash`` of its RunConfig, a trial user attr) already has a COMPLETE
   trial anywhere in the storage takes that trial's stored summary instead of retraining (user attrs
   ``reused_from_study`` / ``reused_from_trial``).
@@ -168,14 +171,6 @@ def _sampler(space: StudySpace):
     return optuna.samplers.RandomSampler(seed=space.sampler.seed)
 
 
-def _todo(study, space: StudySpace) -> list[dict[str, Any]]:
-    """Grid configurations not yet COMPLETE in this study, in the space's order."""
-    from optuna.trial import TrialState
-
-    done = {t.user_attrs.get("config_hash") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    return [p for p in space.grid() if config_hash(space.run_config(p)) not in done]
-
-
 def _start_study_run(study, url: str, experiment: str | None):
     """The study's MLflow parent run: ``mlflow run``'s run, else the one this study used before, else a new one."""
     import mlflow
@@ -196,46 +191,54 @@ def _start_study_run(study, url: str, experiment: str | None):
 
 def run_study(space: StudySpace, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, runner: TrialRunner | None = None, experiment: str | None = None,
-              progress: bool = False) -> StudyResult:
-    """Evaluate the space's configurations (at most ``n_trials`` new trials; default: the rest of the grid)."""
+              progress: bool = False, heartbeat: Any = None, enqueue: bool = True, work: bool = True,
+              front: bool = True) -> StudyResult:
+    """Evaluate the space's configurations (at most ``n_trials`` new trials; default: the rest of the grid).
+
+    Several processes may run this on one study at once (``trustser.study.workers``): ``enqueue=False`` only takes
+    queued configurations (``trustser worker``), ``work=False`` only creates the study, its MLflow run and its queue,
+    ``front=False`` leaves logging the Pareto front to another process; ``heartbeat`` (a ``workers.Heartbeat``) sets
+    how dead trials are detected and retried.
+    """
+    import contextlib
+
     import mlflow
     import optuna
 
     from trustser import tracking
+    from trustser.study import workers
     from trustser.study.pareto import log_front
 
     runner = runner or experiment_runner
     url = storage or default_storage()
     name = study_name or space.name
-    storage_obj = optuna.storages.get_storage(url)  # also used to look up earlier results across studies
-    study = open_study(url, name, space, storage_obj)
+    storage_obj = workers.make_storage(url, heartbeat)  # also used to look up earlier results across studies
     keys = [o.key for o in space.objectives]
     result = StudyResult(name, url, None)
+    grid = space.sampler.kind == "grid"
 
-    with _start_study_run(study, url, experiment) as parent:
+    with contextlib.ExitStack() as stack:
+        with workers.storage_lock(storage_obj):  # one process at a time creates the study, its MLflow run, its queue
+            study = open_study(url, name, space, storage_obj)
+            parent = stack.enter_context(_start_study_run(study, url, experiment))
+            study.set_user_attr("mlflow_run_id", parent.info.run_id)
+            if grid and enqueue:
+                workers.enqueue_grid(study, space, n_trials)
         result.mlflow_run_id = parent.info.run_id
-        study.set_user_attr("mlflow_run_id", parent.info.run_id)
         exp_name = mlflow.MlflowClient().get_experiment(parent.info.experiment_id).name
         mlflow.set_tags({"optuna_study_name": name, "optuna_storage": redact(url), "trustser.kind": "study",
                          "space_file": space.source, "sampler": space.sampler.kind})
         tracking.log_json(space.to_dict(), "space.json")
-
-        if space.sampler.kind == "grid":
-            todo = _todo(study, space)
-            n = len(todo) if n_trials is None else min(n_trials, len(todo))
-            waiting = _waiting_params(study)
-            for params in todo[:n]:
-                if params not in waiting:
-                    study.enqueue_trial(params)
-            log.info("study %s: %d of %d grid configurations to evaluate", name, len(todo), space.grid_size)
-        else:
-            n = space.grid_size if n_trials is None else n_trials
+        # grid: the queued configurations (n_trials of them at most); samplers: n_trials new ones
+        n = n_trials if grid or n_trials is not None else space.grid_size
 
         def objective(trial: optuna.Trial) -> list[float]:
+            if grid and not workers.is_queued(trial):  # another worker took the last queued configuration
+                raise optuna.TrialPruned("grid study: no queued configuration left")
             params = {dim: trial.suggest_categorical(dim, list(choices)) for dim, choices in space.search}
             config = space.run_config(params, experiment=exp_name, progress=progress)
             chash = config_hash(config)
-            trial.set_user_attr("config_hash", chash)
+            workers.claim_configuration(trial, chash)  # waits while another trial evaluates this configuration
             tags = {"optuna_study_name": name, "optuna_trial_number": str(trial.number), "config_hash": chash,
                     "trustser.kind": "trial"}
             with mlflow.start_run(run_name=f"trial {trial.number}: {config_label(params)}", nested=True,
@@ -267,19 +270,12 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
                 mlflow.log_metrics({o.name: v for o, v in zip(space.objectives, values)})
                 return values
 
-        if n > 0:
-            study.optimize(objective, n_trials=n, catch=(Exception,))
-        result.front = log_front(study)
-        _tag_pareto(study)
+        if work:
+            workers.work(study, objective, n, grid, parent.info.run_id)
+        if work and front:
+            result.front = log_front(study)
+            _tag_pareto(study)
     return result
-
-
-def _waiting_params(study) -> list[dict[str, Any]]:
-    from optuna.trial import TrialState
-
-    # an enqueued trial keeps its params in the "fixed_params" system attr until it runs
-    return [t.system_attrs.get("fixed_params", t.params)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
 
 
 def _tag_pareto(study) -> None:
