@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 
 def cache_dir(explicit: str | Path | None = None) -> Path:
@@ -19,3 +20,23 @@ def cache_dir(explicit: str | Path | None = None) -> Path:
     base = base.expanduser().resolve()
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Publish a cache file whole or not at all, even with several processes writing it at once.
+
+    ``write`` fills a temporary file of this process's own beside ``path`` (a shared ``path.tmp`` would let one
+    process move away or truncate another's file); ``os.replace`` then publishes it in one step, so a reader sees
+    either no file or a complete one, and a crash leaves only a hidden ``.*.tmp`` sibling.
+    """
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

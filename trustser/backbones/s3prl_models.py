@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trustser.backbones.base import Backbone, BackboneOutput, BackboneSpec, lengths_to_mask
+from trustser.paths import write_atomically
 
 
 class S3prlBackbone(Backbone):
@@ -151,11 +152,8 @@ def random_checkpoint_path(spec: BackboneSpec, cache: Path) -> Path:
     seed = torch.initial_seed()
     digest = hashlib.sha256(json.dumps(spec.config, sort_keys=True).encode()).hexdigest()[:12]
     path = cache / "random_init" / f"{spec.name}-{digest}-seed{seed}.ckpt"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(RANDOM_CHECKPOINTS[kind](spec), tmp)
-        tmp.replace(path)
+    if not path.exists():  # two processes building it at once both write the same content; one file wins whole
+        write_atomically(path, lambda tmp: torch.save(RANDOM_CHECKPOINTS[kind](spec), tmp))
     return path
 
 

@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from trustser.backbones.base import Backbone, BackboneOutput
 from trustser.backbones.registry import BACKBONES, get_backbone_spec
 from trustser.head import EmotionHead
+from trustser.paths import write_atomically
 
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 6.0
@@ -501,10 +502,8 @@ def count_flops(name: str, seconds: float = CLIP_SECONDS, *, use_cache: bool = T
             return FlopsReport(**data)
     report = _count_backbone(name, seconds)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report.as_dict(), indent=1))
-        tmp.replace(path)
+        text = json.dumps(report.as_dict(), indent=1)
+        write_atomically(path, lambda tmp: Path(tmp).write_text(text))  # parallel workers count the same backbone
     return report
 
 

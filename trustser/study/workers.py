@@ -316,9 +316,74 @@ def work(study, objective: Callable, n_trials: int | None, grid: bool, parent_ru
                 announced = len(running)
             time.sleep(poll)
             continue
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+        if grid:
+            if not run_queued_trial(study, objective):
+                continue  # another worker took the last queued configuration first: look again
+        else:
+            study.optimize(objective, n_trials=1, catch=(Exception,))
         ran += 1
     return ran
+
+
+def run_queued_trial(study, objective: Callable) -> bool:
+    """Take one WAITING trial and evaluate it; False when none was left.
+
+    ``study.optimize`` would create a fresh, sampled trial when another worker popped the last queued one between
+    our look at the queue and its ``ask`` (a stray trial in a grid study). Here the look and the pop happen under
+    ``storage_lock``, which every grid worker holds to pop, so the trial asked for is always a queued one.
+    Heartbeats and the FAIL/COMPLETE bookkeeping follow ``optimize``'s (an exception fails the trial, is logged and
+    does not stop the worker; Ctrl-C fails it and propagates).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    with storage_lock(study._storage):
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return False
+        trial = study.ask()
+    with _heartbeats(study._storage, trial._trial_id):
+        try:
+            values = objective(trial)
+        except optuna.TrialPruned as exc:
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d pruned: %s", trial.number, exc)
+            return True
+        except KeyboardInterrupt:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("trial %d failed with parameters %s: %r", trial.number, trial.params, exc)
+            return True
+    study.tell(trial, values)
+    return True
+
+
+@contextmanager
+def _heartbeats(storage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the body runs (what ``optimize`` does for its trials)."""
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:  # the database is away for a moment: the next beat tries again
+                log.warning("heartbeat of trial %d: %s", trial_id, exc)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def runner_from_env() -> Callable | None:
