@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from bench_measure import FlopsModel, vm_hwm_bytes
+from bench_measure import FlopsModel, head_step, vm_hwm_bytes
 
 # The method's corpora, for the extrapolation. Clip counts are the method's 4-class totals; durations are assumed
 # means after the 6 s cap; folds and partition shares follow each corpus's protocol (MSP-Podcast's official split
@@ -31,6 +31,11 @@ CORPORA = {
 }
 
 
+def minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
 
 def sweep_child(spec_path: str) -> None:
     """Runs in a fresh process: ``run_experiment`` with each stage's entry point wrapped by a timer."""
@@ -41,25 +46,47 @@ def sweep_child(spec_path: str) -> None:
     from trustser.metrics.privacy import PROBE_CONFIG, within_speaker_split
     from trustser.training import TrainConfig
 
+    import trustser.training
+    from trustser import tracking
+
     stages: dict[str, float] = {}
+    faults: dict[str, int] = {}  # minor page faults per stage: fresh memory being mapped and zeroed
     captured: dict[str, Any] = {}
+    current: list[str] = []
+
+    def add(table: dict, key: str, value) -> None:
+        table[key] = table.get(key, 0) + value
 
     def timed(owner, attr: str, stage: str, keep: str | None = None) -> None:
         original = getattr(owner, attr)
 
         def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, f0 = time.perf_counter(), minor_faults()
+            current.append(stage)
             try:
                 result = original(*args, **kwargs)
             finally:
-                stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - t0
+                current.pop()
+                add(stages, stage, time.perf_counter() - t0)
+                add(faults, stage, minor_faults() - f0)
             if keep:
                 captured[keep] = (args, result)
             return result
 
         setattr(owner, attr, wrapper)
 
-    from trustser import tracking
+    def validation(original):
+        """train_head's per-epoch validation predictions, charged to the stage that trains."""
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if current:
+                    add(stages, f"{current[-1]}.validation", time.perf_counter() - t0)
+        return wrapper
+
+    trustser.training.predict = validation(trustser.training.predict)
 
     timed(ex, "load_backbone", "load_backbone")
     timed(tracking, "setup_tracking", "mlflow_setup")
@@ -110,9 +137,11 @@ def sweep_child(spec_path: str) -> None:
     work["extract_audio_s"] = sum(seconds.values())
     stages["other"] = wall - sum(stages.get(k, 0.0) for k in ("extract", "train", "probes", "attacks", "flops",
                                                                 "load_backbone", "mlflow_setup"))
+    fold1 = list(folds[0].train)
+    step = head_step(store.in_float32(), {c: index.clips[c].label for c in store}, fold1)
     out = {
         "backbone": spec["backbone"], "folds": len(folds), "clips": len(store), "wall_s": wall,
-        "stages_s": stages, "work": work, "clip_seconds": seconds, "clip_frames": frames,
+        "stages_s": stages, "minor_page_faults": faults, "head_step_in_pipeline_process": step, "work": work, "clip_seconds": seconds, "clip_frames": frames,
         "feature_store_bytes_fp16": store.nbytes(), "peak_rss_bytes": vm_hwm_bytes(),
         "test_uar_mean": result.summary.get("test_uar_mean"),
         "safety_fgsm_asr_mean": result.summary.get("safety_fgsm_asr_mean"),
