@@ -8,6 +8,7 @@ import pytest
 from replicas import build_msp_podcast
 
 from trustser.corpora import get_corpus, load_corpus
+from trustser.corpora.base import FoldLeakError
 from trustser.corpora.common import MetadataError
 from trustser.corpora.summary import format_summary, summarize
 from trustser.errors import CorpusNotFoundError
@@ -32,7 +33,26 @@ def test_unknown_speakers_are_kept_with_gender_none(tmp_path: Path) -> None:
     assert summary["gender_unknown"] == 12
     assert summary["by_gender"]["female"]["total"] == 12
     assert "unknown" in format_summary(summary)
-    assert get_corpus("msp_podcast").shared_speakers  # unknown speakers may cross partitions
+
+
+def test_unknown_speakers_in_several_partitions_do_not_count_as_a_leak(tmp_path: Path) -> None:
+    index = load_corpus("msp_podcast", build_msp_podcast(tmp_path))  # "unknown" is in Train, Development and Test1
+    fold = index.folds[0]
+    assert all("unknown" in index.speakers(part) for part in (fold.train, fold.validation, fold.test))
+    assert get_corpus("msp_podcast").unidentified_speakers == {"unknown"}
+
+
+def test_a_known_speaker_in_two_official_partitions_is_a_fold_leak_naming_speaker_and_partitions(
+    tmp_path: Path,
+) -> None:
+    root = build_msp_podcast(tmp_path)
+    labels = root / "Labels" / "labels_consensus.csv"
+    lines = labels.read_text().splitlines()
+    leaked = [i for i, line in enumerate(lines) if ",300,Female,Test1" in line][0]
+    lines[leaked] = lines[leaked].replace(",300,", ",127,")  # train speaker 127 now also talks in Test1
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FoldLeakError, match=r"msp_podcast fold official: speakers \['127'\] in both train and test"):
+        load_corpus("msp_podcast", root)
 
 
 def test_drop_unknown_reproduces_the_reference_filter(tmp_path: Path) -> None:

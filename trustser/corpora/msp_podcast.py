@@ -14,10 +14,16 @@ are skipped as ``split_not_used``).
 
 Unknown speakers: many segments have ``SpkrID`` and/or ``Gender`` = ``Unknown``. They are *kept* — their emotion
 labels are as good as any — with speaker id ``unknown`` and gender None (the summary counts them as
-``gender_unknown``; fairness and the gender probe leave them out). Because nobody can tell whether an unknown
-speaker in Test1 also talks in Train, the split cannot be proven speaker-independent, so the registry entry sets
-``shared_speakers``. Option ``drop_unknown=true`` drops them instead (skip reason ``unknown_speaker``), which is
-what the reference implementation does.
+``gender_unknown``; fairness and both privacy probes leave them out). Option ``drop_unknown=true`` drops them
+instead (skip reason ``unknown_speaker``), which is what the reference implementation does.
+
+Speaker independence: the corpus documents its Train / Development / Test partitions as speaker-independent for the
+speakers it has identified (Lotfian & Busso, "Building naturalistic emotionally balanced speech corpus by retrieving
+emotional speech from existing podcast recordings", 2019). Nobody can tell whether an ``unknown`` segment in Test1
+comes from someone who also talks in Train, so ``unknown`` alone is exempt (``unidentified_speakers``); a known
+SpkrID in two partitions contradicts the release's own protocol — a damaged or mixed-up label file, or a
+re-split copy — and is a FoldLeakError naming the speaker and both partitions rather than a warning, because a
+leaked speaker silently inflates every test metric.
 """
 
 from __future__ import annotations
@@ -115,6 +121,6 @@ MSP_PODCAST = register_corpus(
         description="MSP-Podcast, natural podcast speech, English (licence from UT Dallas MSP lab)",
         loader=load_msp_podcast,
         protocol="the corpus's own split: Train / Development / Test1 (or Test2)",
-        shared_speakers=True,  # segments with SpkrID=Unknown may share speakers across the official partitions
+        unidentified_speakers=frozenset({UNKNOWN}),  # SpkrID=Unknown segments may be anyone, in any partition
     )
 )

@@ -41,5 +41,5 @@ def load_corpus(name: str, root: Path | str | None = None, options: Mapping[str,
 
         raise CorpusNotFoundError(f"dataset '{name}' needs --data-root (no shipped copy)")
     index = spec.loader(resolved, dict(options or {}))
-    check_speaker_disjoint(index, allow_shared_speakers=spec.shared_speakers)
+    check_speaker_disjoint(index, spec.unidentified_speakers)
     return index
