@@ -118,7 +118,7 @@ def sweep_child(spec_path: str) -> None:
     frames = {c: int(store[c].shape[1]) for c in store}
     seconds = {c: min(sf.info(str(index.clips[c].path)).duration, config.max_seconds) for c in store}
     folds = ex.select_folds(index.folds, config.folds)
-    probe = TrainConfig(**{**train.as_params(), "epochs": trust.probe_epochs, "min_steps": trust.probe_min_steps})
+    probe = ex.probe_train_config(train, trust)
 
     def epochs_for(n_train: int, cfg) -> int:
         steps = -(-n_train // cfg.batch_size)

@@ -54,6 +54,39 @@ def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
     assert parent.data.metrics["test_uar_mean"] == pytest.approx(mean)
 
 
+def test_every_fold_run_carries_all_five_trust_families_and_the_parent_a_trust_profile(mini_emodb):
+    result = run_tiny(mini_emodb, folds="1")
+    client = mlflow.MlflowClient()
+    (child,) = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    metrics = child.data.metrics
+    assert {"test_uar", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds",
+            "sustainability_gflops", "sustainability_paper_gmacs", "sustainability_backbone_gmacs"} <= set(metrics)
+    assert metrics["sustainability_gflops"] == result.summary["sustainability_gflops"]
+    assert child.data.params["weights_source"] == "random"
+    confusion = json.loads(open(client.download_artifacts(child.info.run_id, "confusion_matrix.json")).read())
+    assert sum(map(sum, confusion["counts"])) == metrics["test_n_samples"] == int(child.data.params["n_test"]) > 0
+    assert len(confusion["counts"]) == 4 and confusion["classes"] == ["neutral", "happy", "sad", "angry"]
+
+    profile = json.loads(open(client.download_artifacts(result.parent_run_id, "trust_profile.json")).read())
+    assert list(profile["axes"]) == ["performance", "privacy", "safety", "fairness", "sustainability"]
+    performance = profile["axes"]["performance"]
+    assert performance["metric"] == "test_uar_mean"
+    assert performance["value"] == pytest.approx(result.summary["test_uar_mean"])
+    assert performance["radar_score"] == pytest.approx(max(0.0, (performance["value"] - 0.25) / 0.75))
+    assert profile["axes"]["sustainability"]["value"] == pytest.approx(result.summary["sustainability_gflops"])
+
+
+def test_privacy_probes_use_the_method_probe_whatever_head_the_emotion_model_used():
+    from trustser.experiment import probe_train_config
+    from trustser.metrics.privacy import PROBE_CONFIG
+
+    trial = TrainConfig(width=64, lr=1e-3, pooling="last", seed=3, batch_size=32)
+    probe = probe_train_config(trial, TrustConfig(probe_epochs=10, probe_min_steps=400))
+    assert (probe.width, probe.lr, probe.pooling) == (PROBE_CONFIG.width, 5e-4, PROBE_CONFIG.pooling)
+    assert (probe.epochs, probe.min_steps, probe.seed, probe.batch_size) == (10, 400, 3, 32)
+
+
 def test_training_is_deterministic_on_cpu(mini_emodb):
     a = run_tiny(mini_emodb, folds="1", trust=NO_TRUST)
     b = run_tiny(mini_emodb, folds="1", trust=NO_TRUST)

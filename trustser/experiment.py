@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -135,8 +135,7 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     details: dict[str, Any] = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true,
                                "y_pred": y_pred, "probes": {}, "attacks": {}}
     if trust.probes:
-        probe_config = TrainConfig(**{**config.as_params(), "epochs": trust.probe_epochs,
-                                      "min_steps": trust.probe_min_steps})
+        probe_config = probe_train_config(config, trust)
         gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
         speaker = speaker_probe(features, index.clips, fold.train, probe_config)
         metrics.update(gender.to_dict("privacy_gender"))
@@ -154,6 +153,15 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     metrics["best_epoch"] = float(result.best_epoch)
     metrics["best_val_uar"] = result.best_val_uar
     return metrics, result, details
+
+
+def probe_train_config(run: TrainConfig, trust: TrustConfig) -> TrainConfig:
+    """The privacy probes' training: the method's probe (default head, lr 5e-4, weighted sum of all layers) for
+    every run, whatever head width, learning rate or pooling the emotion model was trained with, so that probe
+    accuracies of different trials measure the embeddings and not the probe; only the seed and batch size follow
+    the run, and the epochs / step floor come from ``trust``."""
+    return replace(PROBE_CONFIG, seed=run.seed, batch_size=run.batch_size, epochs=trust.probe_epochs,
+                   min_steps=trust.probe_min_steps)
 
 
 def attack_subset(test_ids: list[str], max_clips: int | None) -> list[int]:
@@ -206,19 +214,46 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         folds = select_folds(index.folds, config.folds)  # audio skips may have dropped clips from the folds
         features = features.in_float32()
         log_corpus_artifacts(index, stats)
+        sustainability = sustainability_metrics(config)  # one count and measurement, logged on every fold run
         results = []
         for fold in folds:
-            results.append(run_fold(index, features, fold, config, tags, source.identity, backbone))
+            results.append(run_fold(index, features, fold, config, tags, source, backbone, sustainability))
         summary = aggregate([r.metrics for r in results])
-        summary.update(sustainability_metrics(config))
+        summary.update(sustainability)
         summary["wall_time_s"] = time.perf_counter() - started
         mlflow.log_metrics(summary)  # NaN is kept: an undefined metric shows as NaN, not as missing
         tracking.log_json({"folds": [r.fold for r in results], "summary": summary}, "summary.json")
+        tracking.log_json(trust_profile(summary, len(results)), "trust_profile.json")
         return ExperimentResult(parent.info.run_id, results, summary)
 
 
+def trust_profile(summary: dict[str, float], n_folds: int) -> dict[str, Any]:
+    """The five trust axes of one (backbone, dataset) run: the metric behind each axis, its mean and std over the
+    folds, the direction, and its radar score (``trustser.study.radar``'s fixed normalisation, 1 = most
+    trustworthy), so that a reader compares runs without re-deriving which number is which."""
+    from trustser.study.radar import radar_score
+    from trustser.study.space import OBJECTIVES
+
+    axes = {}
+    for axis, objective in OBJECTIVES.items():
+        value = summary.get(objective.key)
+        std_key = objective.key[: -len("_mean")] + "_std" if objective.key.endswith("_mean") else None
+        std = summary.get(std_key) if std_key else 0.0  # FLOPs are counted once, not per fold
+        finite = value is not None and np.isfinite(value)
+        axes[axis] = {"metric": objective.key, "label": objective.label, "direction": objective.direction,
+                      "value": float(value) if finite else None,
+                      "std": float(std) if std is not None and np.isfinite(std) else None,
+                      "radar_score": radar_score(axis, value) if finite else None}
+    return {"folds": n_folds, "axes": axes,
+            "normalisation": "radar_score in [0, 1], 1 = most trustworthy: performance (UAR - 0.25) / 0.75; "
+                             "privacy (1 - gender accuracy) / 0.5; safety 1 - FGSM ASR; fairness 1 - equality-of-odds "
+                             "gap; sustainability 1 - log10(GFLOPs) / 2"}
+
+
 def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: RunConfig, tags: dict[str, str],
-             weights_identity: str, backbone: Any = None) -> FoldResult:
+             source: Any, backbone: Any = None, sustainability: dict[str, float] | None = None) -> FoldResult:
+    """Train, evaluate and log one fold as a nested run; ``sustainability`` (the backbone's cost, the same for
+    every fold) is logged on it too so that each fold run carries all five trust families."""
     import mlflow
 
     from trustser import tracking
@@ -227,7 +262,8 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
     with mlflow.start_run(run_name=fold.name, nested=True, tags={**tags, "fold": fold.name}) as run:
         mlflow.log_params({
             "backbone": config.backbone, "dataset": config.dataset, "fold": fold.name,
-            "weights_identity": weights_identity[:64], **{f"head.{k}": v for k, v in config.train.as_params().items()},
+            "weights_source": source.kind, "weights_identity": source.identity[:64],
+            **{f"head.{k}": v for k, v in config.train.as_params().items()}, "unfreeze_top": config.unfreeze_top,
             "n_train": len(fold.train), "n_validation": len(fold.validation), "n_test": len(fold.test),
         })
         t0 = time.perf_counter()
@@ -236,7 +272,7 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         metrics["time_train_s"] = time.perf_counter() - t0
         for h in result.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_uar": h["val_uar"]}, step=int(h["epoch"]))
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({**metrics, **(sustainability or {})})
         perf, fair = details["performance"], details["fairness"]
         if fair.reason:
             mlflow.set_tag("fairness_undefined", fair.reason[:5000])
@@ -246,11 +282,11 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         log_attack_artifacts(details["attacks"], config, fold)
         mlflow.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
                           "confusion_matrix.png")
-        rows = ["clip_id,speaker,gender,true,predicted"]
-        for cid, t, p in zip(details["test_ids"], details["y_true"], details["y_pred"]):
-            clip = index.clips[cid]
-            rows.append(f"{cid},{clip.speaker},{clip.gender or ''},{EMOTIONS[t]},{EMOTIONS[p]}")
-        mlflow.log_text("\n".join(rows) + "\n", "predictions.csv")
+        tracking.log_json({"classes": list(EMOTIONS), "rows": "true class", "columns": "predicted class",
+                           "counts": perf.confusion.tolist()}, "confusion_matrix.json")
+        rows = [(cid, index.clips[cid].speaker, index.clips[cid].gender or "", EMOTIONS[t], EMOTIONS[p])
+                for cid, t, p in zip(details["test_ids"], details["y_true"], details["y_pred"])]
+        mlflow.log_text(csv_text(("clip_id", "speaker", "gender", "true", "predicted"), rows), "predictions.csv")
         mlflow.log_text(fair.rates_frame().to_csv(index=False), "fairness_rates.csv")
         tracking.log_json({part: index.speakers(ids) for part, ids in fold.partitions().items()}, "speakers.json")
         tracking.log_json(fold.partitions(), "fold_assignment.json")
@@ -267,7 +303,10 @@ def sustainability_metrics(config: RunConfig) -> dict[str, float]:
            "sustainability_paper_gmacs": report.paper_gmacs, "sustainability_params": float(report.params),
            "sustainability_backbone_gflops": report.backbone_flops / 1e9,
            "sustainability_front_end_gflops": report.front_end_flops / 1e9,
-           "sustainability_head_gflops": report.head_flops / 1e9}
+           "sustainability_head_gflops": report.head_flops / 1e9,
+           "sustainability_front_end_gmacs": report.front_end_macs / 1e9,
+           "sustainability_backbone_gmacs": report.backbone_macs / 1e9,
+           "sustainability_head_gmacs": report.head_macs / 1e9}
     if config.trust.measure_cost:
         latency = sus.measure_latency(config.backbone, repeats=3)
         memory = sus.measure_peak_memory(config.backbone)
@@ -315,9 +354,21 @@ def log_corpus_artifacts(index: CorpusIndex, stats: ExtractionStats) -> None:
     from trustser import tracking
 
     mlflow.log_metrics({**stats.as_metrics(), "n_clips": len(index.clips), "n_skipped": len(index.skipped)})
-    lines = ["item,reason,detail"] + [f"\"{s.item}\",{s.reason},\"{s.detail}\"" for s in index.skipped]
-    mlflow.log_text("\n".join(lines) + "\n", "skipped.csv")
+    rows = [(s.item, s.reason, s.detail) for s in index.skipped]
+    mlflow.log_text(csv_text(("item", "reason", "detail"), rows), "skipped.csv")
     tracking.log_json({f.name: f.partitions() for f in index.folds}, "folds.json")
+
+
+def csv_text(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """A CSV document (quoting by the csv module: clip ids and skip details may hold commas and quotes)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
