@@ -9,6 +9,10 @@ import torch
 
 from trustser.corpora.base import Clip
 from trustser.metrics.privacy import gender_probe, speaker_probe, within_speaker_split
+from trustser.training import TrainConfig
+
+FAST = TrainConfig(epochs=2)
+"""For tests that check which clips a probe uses, not how well it learns."""
 
 
 def synthetic(n_speakers=4, per_speaker=10, separable=True):
@@ -60,3 +64,44 @@ def test_speaker_probe_identifies_speakers_written_into_the_features():
     clips, features = synthetic()
     result = speaker_probe(features, clips, list(clips))
     assert result.n_classes == 4 and result.chance == 0.25 and result.accuracy == 1.0
+
+
+def with_unknown(clips, features, n=6, gender="female", speaker="unknown"):
+    """Add ``n`` clips under the corpus-wide "unknown" speaker id (MSP-Podcast's SpkrID=Unknown)."""
+    clips, features = dict(clips), dict(features)
+    for u in range(n):
+        cid = f"unk_u{u}"
+        clips[cid] = Clip(cid, Path(f"{cid}.wav"), speaker, gender, "neutral")
+        features[cid] = (torch.randn(2, 6, 8) * 0.1).half()
+    return clips, features
+
+
+def test_speaker_probe_leaves_unknown_speaker_clips_out_and_counts_them():
+    clips, features = with_unknown(*synthetic())
+    result = speaker_probe(features, clips, list(clips), FAST)
+    assert result.n_classes == 4 and result.chance == 0.25  # "unknown" is not a fifth speaker
+    assert result.n_test == 8 and result.excluded_unknown == 6
+    assert result.to_dict("privacy_speaker")["privacy_speaker_excluded_unknown"] == 6.0
+
+
+def test_speaker_probe_with_only_one_identified_speaker_is_undefined_and_still_counts_the_unknown():
+    clips, features = with_unknown(*synthetic())
+    one = [c for c in clips if clips[c].speaker in ("spk0", "unknown")]
+    result = speaker_probe(features, clips, one, FAST)
+    assert math.isnan(result.accuracy) and "fewer than 2 identified speakers" in result.reason
+    assert result.excluded_unknown == 6
+
+
+def test_gender_probe_leaves_unknown_gender_clips_out_and_counts_them():
+    clips, features = with_unknown(*synthetic(n_speakers=6), gender=None)
+    unknown = [c for c in clips if clips[c].speaker == "unknown"]
+    result = gender_probe(features, clips, by_speaker(clips, {"spk0", "spk1", "spk2", "spk3"}) + unknown[:2],
+                          by_speaker(clips, {"spk4", "spk5"}) + unknown[2:4],
+                          by_speaker(clips, {"spk4", "spk5"}) + unknown[4:], FAST)
+    assert result.n_test == 20 and result.excluded_unknown == 6
+    assert result.to_dict("privacy_gender")["privacy_gender_excluded_unknown"] == 6.0
+
+
+def test_probes_on_corpora_without_unknowns_report_zero_excluded():
+    clips, features = synthetic()
+    assert speaker_probe(features, clips, list(clips), FAST).to_dict("p")["p_excluded_unknown"] == 0.0

@@ -14,6 +14,9 @@ from typing import Callable, Mapping
 from trustser import EMOTIONS
 
 GENDERS = ("female", "male")
+UNKNOWN_SPEAKER = "unknown"
+"""The speaker id a loader gives clips whose speaker the corpus does not know: many people may share it, so the
+disjointness check and the speaker probe leave it out."""
 
 
 @dataclass(frozen=True)

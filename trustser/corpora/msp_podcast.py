@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from trustser.corpora.base import Clip, CorpusIndex, CorpusSpec, Skip
+from trustser.corpora.base import UNKNOWN_SPEAKER, Clip, CorpusIndex, CorpusSpec, Skip
 from trustser.corpora.common import (
     ClipCollector,
     bool_option,
@@ -56,7 +56,7 @@ TEST_SETS = ("Test1", "Test2")
 EMO_CLASSES = {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"}
 OTHER_CLASSES = frozenset({"U", "F", "D", "C", "O", "X"})
 GENDERS = {"female": "female", "male": "male"}
-UNKNOWN = "unknown"
+UNKNOWN = UNKNOWN_SPEAKER
 SPLITS = {"train": "train", "development": "validation", "validation": "validation"}
 KNOWN_TEST_SPLITS = frozenset({"test1", "test2", "test3"})
 

@@ -3,11 +3,14 @@
 - Gender probe (the method's privacy metric): the emotion head's architecture trained on the same cached features
   to predict gender (Adam, lr 5e-4, 10 epochs, model chosen on validation UAR), trained on the fold's train
   speakers, selected on its validation speakers and tested on its unseen test speakers. Its test accuracy is the
-  privacy risk (higher = worse). Clips of unknown gender are left out and counted.
+  privacy risk (higher = worse). Clips of unknown gender are left out and counted (``*_excluded_unknown``).
 - Speaker-identification probe (the next attack the paper names): the same head predicting the speaker among the
   fold's training speakers, with an utterance-level split *within* each speaker (each speaker's clips, ordered by
   a hash of the clip id, go 60 % train / 20 % validation / 20 % test), so every test speaker was seen in training.
-  Chance level is 1 / number of speakers and is logged beside it.
+  Chance level is 1 / number of speakers and is logged beside it. Clips whose speaker is unknown (MSP-Podcast's
+  ``unknown``) are left out and counted: they are many people under one id, so as one class they would reward
+  the probe for recognising "not one of the identified speakers" and fold an unknown number of voices into a
+  single class.
 
 Both use only cached features: no backbone pass.
 """
@@ -15,13 +18,13 @@ Both use only cached features: no backbone pass.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 from torch import Tensor
 
-from trustser.corpora.base import GENDERS, Clip
+from trustser.corpora.base import GENDERS, UNKNOWN_SPEAKER, Clip
 from trustser.metrics.performance import uar
 from trustser.training import TrainConfig, predict, train_head
 
@@ -40,14 +43,15 @@ class ProbeResult:
     n_classes: int
     chance: float
     reason: str | None = None
+    excluded_unknown: int = 0  # clips left out: gender (gender probe) or speaker (speaker probe) unknown
 
     def to_dict(self, prefix: str) -> dict[str, float]:
         return {f"{prefix}_accuracy": self.accuracy, f"{prefix}_uar": self.uar, f"{prefix}_n_test": float(self.n_test),
-                f"{prefix}_chance": self.chance}
+                f"{prefix}_chance": self.chance, f"{prefix}_excluded_unknown": float(self.excluded_unknown)}
 
 
-def undefined(reason: str, n_classes: int = 0) -> ProbeResult:
-    return ProbeResult(float("nan"), float("nan"), 0, n_classes, float("nan"), reason)
+def undefined(reason: str, n_classes: int = 0, excluded_unknown: int = 0) -> ProbeResult:
+    return ProbeResult(float("nan"), float("nan"), 0, n_classes, float("nan"), reason, excluded_unknown)
 
 
 def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Sequence[str], val: Sequence[str],
@@ -61,13 +65,16 @@ def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Seq
 
 def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], train: Sequence[str],
                  validation: Sequence[str], test: Sequence[str], config: TrainConfig = PROBE_CONFIG) -> ProbeResult:
-    labels = {c: GENDERS.index(clips[c].gender) for c in (*train, *validation, *test) if clips[c].gender in GENDERS}
+    every = (*train, *validation, *test)
+    labels = {c: GENDERS.index(clips[c].gender) for c in every if clips[c].gender in GENDERS}
+    excluded = len(set(every) - set(labels))
     parts = [[c for c in ids if c in labels] for ids in (train, validation, test)]
     for name, part in zip(("train", "validation", "test"), parts):
         present = {labels[c] for c in part}
         if len(present) < 2:
-            return undefined(f"gender probe undefined: the {name} partition has clips of {len(present)} gender(s)", 2)
-    return _probe(features, labels, *parts, 2, config)
+            return undefined(f"gender probe undefined: the {name} partition has clips of {len(present)} gender(s)", 2,
+                             excluded)
+    return replace(_probe(features, labels, *parts, 2, config), excluded_unknown=excluded)
 
 
 def within_speaker_split(clip_ids: Sequence[str], clips: Mapping[str, Clip]) -> tuple[list[str], list[str], list[str]]:
@@ -90,11 +97,14 @@ def within_speaker_split(clip_ids: Sequence[str], clips: Mapping[str, Clip]) -> 
 
 def speaker_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], speaker_clip_ids: Sequence[str],
                   config: TrainConfig = PROBE_CONFIG) -> ProbeResult:
-    speakers = sorted({clips[c].speaker for c in speaker_clip_ids})
+    known = [c for c in speaker_clip_ids if clips[c].speaker != UNKNOWN_SPEAKER]
+    excluded = len(set(speaker_clip_ids) - set(known))
+    speakers = sorted({clips[c].speaker for c in known})
     if len(speakers) < 2:
-        return undefined("speaker probe undefined: fewer than 2 speakers")
-    labels = {c: speakers.index(clips[c].speaker) for c in speaker_clip_ids}
-    train, val, test = within_speaker_split(speaker_clip_ids, clips)
+        return undefined("speaker probe undefined: fewer than 2 identified speakers", len(speakers), excluded)
+    labels = {c: speakers.index(clips[c].speaker) for c in known}
+    train, val, test = within_speaker_split(known, clips)
     if not test or not val:
-        return undefined("speaker probe undefined: too few clips per speaker for a within-speaker split", len(speakers))
-    return _probe(features, labels, train, val, test, len(speakers), config)
+        return undefined("speaker probe undefined: too few clips per speaker for a within-speaker split", len(speakers),
+                         excluded)
+    return replace(_probe(features, labels, train, val, test, len(speakers), config), excluded_unknown=excluded)
