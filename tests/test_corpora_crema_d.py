@@ -9,7 +9,7 @@ from replicas import CREMA_D_ACTORS, build_crema_d
 
 from trustser.corpora import load_corpus
 from trustser.corpora.common import MetadataError
-from trustser.corpora.summary import summarize
+from trustser.corpora.summary import format_summary, summarize
 from trustser.errors import ConfigError, CorpusNotFoundError
 
 FEMALE = {"1002", "1003", "1004", "1006", "1007"}
@@ -121,3 +121,31 @@ def test_unknown_vote_and_missing_audio(tmp_path: Path) -> None:
 def test_bad_label_source_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="label_source"):
         load_corpus("crema_d", build_crema_d(tmp_path), {"label_source": "face"})
+
+
+def test_actors_missing_from_demographics_are_kept_with_gender_unknown_and_counted(tmp_path: Path) -> None:
+    root = build_crema_d(tmp_path)
+    demographics = root / "VideoDemographics.csv"
+    lines = demographics.read_text().splitlines()
+    lines = [line for line in lines if not line.startswith("1001,")]  # actor 1001 (15 clips) has no row
+    lines = [line.replace('"Female"', '"Unknown"') if line.startswith("1002,") else line for line in lines]
+    demographics.write_text("\n".join(lines) + "\n")
+    index = load_corpus("crema_d", root)
+    assert len(index.clips) == 150  # nobody dropped
+    assert {index.clips[c].gender for c in index.clips if c.startswith(("1001_", "1002_"))} == {None}
+    assert index.caveat_counts() == {"actor_not_in_demographics": 15, "unrecognised_sex": 15}
+    caveat = next(c for c in index.caveats if c.reason == "actor_not_in_demographics")
+    assert caveat.item.endswith("1001_DFA_ANG_XX.wav") and "1001" in caveat.detail
+    assert "VideoDemographics.csv" in caveat.detail
+    summary = summarize(index)
+    assert summary["gender_unknown"] == 30
+    assert summary["kept_with_caveats"] == {"actor_not_in_demographics": 15, "unrecognised_sex": 15}
+    assert "kept, metadata missing: actor_not_in_demographics 15, unrecognised_sex 15" in format_summary(summary)
+    assert sum(len(f.test) for f in index.folds) == 150  # the unknown-gender actors are still tested once
+    index.drop("1001_DFA_ANG_XX", "truncated")  # a clip later dropped for its audio is no longer a caveat
+    assert index.caveat_counts()["actor_not_in_demographics"] == 14
+
+
+def test_complete_demographics_give_no_caveats(tmp_path: Path) -> None:
+    index = load_corpus("crema_d", build_crema_d(tmp_path))
+    assert index.caveats == [] and "kept, metadata missing" not in format_summary(summarize(index))

@@ -33,6 +33,8 @@ def test_unknown_speakers_are_kept_with_gender_none(tmp_path: Path) -> None:
     assert summary["gender_unknown"] == 12
     assert summary["by_gender"]["female"]["total"] == 12
     assert "unknown" in format_summary(summary)
+    assert summary["kept_with_caveats"] == {"unknown_speaker": 12, "unknown_gender": 12}
+    assert "kept, metadata missing: unknown_speaker 12, unknown_gender 12" in format_summary(summary)
 
 
 def test_unknown_speakers_in_several_partitions_do_not_count_as_a_leak(tmp_path: Path) -> None:

@@ -1,5 +1,9 @@
 """What every corpus loader produces: an index of clips, the clips it skipped and why, and the folds.
 
+Besides the skips, an index lists its *caveats*: clips that were kept although some of their metadata is missing
+(say, an actor absent from the demographics file, so gender unknown). They train and test like any clip, leave the
+gender metrics as unknown-gender clips do, and are counted by reason so the summary says why gender is unknown.
+
 A loader only reads metadata (file names, label files); audio is validated when features are extracted, and those
 skips are merged into the same report.
 """
@@ -67,6 +71,7 @@ class CorpusIndex:
     clips: dict[str, Clip]
     folds: list[Fold]
     skipped: list[Skip] = field(default_factory=list)
+    caveats: list[Skip] = field(default_factory=list)  # kept clips with missing metadata, same shape as a skip
 
     def speakers(self, clip_ids: tuple[str, ...] | list[str]) -> list[str]:
         return sorted({self.clips[c].speaker for c in clip_ids})
@@ -77,10 +82,14 @@ class CorpusIndex:
     def skip_counts(self) -> Counter:
         return Counter(s.reason for s in self.skipped)
 
+    def caveat_counts(self) -> Counter:
+        return Counter(s.reason for s in self.caveats)
+
     def drop(self, clip_id: str, reason: str, detail: str = "") -> None:
         """Remove a clip found unusable after loading (e.g. corrupt audio) from the index and every fold."""
         clip = self.clips.pop(clip_id)
         self.skipped.append(Skip(str(clip.path), reason, detail))
+        self.caveats = [c for c in self.caveats if c.item != str(clip.path)]  # a dropped clip is no longer kept
         self.folds = [
             Fold(f.name, *(tuple(c for c in part if c != clip_id) for part in (f.train, f.validation, f.test)))
             for f in self.folds

@@ -20,6 +20,12 @@ Labels (option ``label_source``):
 - ``intended``: the emotion the actor was asked to portray, from the file name (1087/1271/1271/1271); needs only
   the audio, so it is the fallback for copies without ``processedResults/``.
 
+Gender: from ``VideoDemographics.csv``. A clip whose actor has no row there (``actor_not_in_demographics``) or whose
+Sex is neither Male nor Female (``unrecognised_sex``) is *kept* with gender unknown and listed under that reason in
+the index's caveats, as MSP-Podcast's ``Gender=Unknown`` segments are: its emotion label is as good as any, and the
+fairness metric and the gender probe leave unknown-gender clips out. Guessing a gender would bias exactly the
+metrics this benchmark exists to measure; dropping the clip would shrink the actor's folds without saying so.
+
 Votes with a tie (``N:S``) are skipped as ``ambiguous_label``; D/F votes and DIS/FEA file names are outside the task
 (``emotion_not_in_task``). Clips named in the label table without a wav are ``missing_audio``; wavs with no row in
 the vote table are ``no_label``.
@@ -86,13 +92,27 @@ def load_crema_d(root: Path, options: Mapping[str, object]) -> CorpusIndex:
         raise CorpusNotFoundError(f"CREMA-D: no usable clips in {audio_dir}")
     groups = stratified_groups(speaker_genders(clips.values()), N_FOLDS)
     folds = rotating_folds(clips, groups, key=lambda c: c.speaker)
-    return CorpusIndex("crema_d", root, clips, folds, collector.skipped)
+    caveats = gender_caveats(clips, genders, demographics)
+    return CorpusIndex("crema_d", root, clips, folds, collector.skipped, caveats)
 
 
 def read_demographics(path: Path) -> tuple[dict[str, str | None], list[Skip]]:
     """ActorID → gender. An unrecognised Sex value leaves the actor's gender unknown rather than guessing."""
     rows, skips = read_table(path, {"ActorID": ("Actor", "actor_id"), "Sex": ("Gender",)})
     return {row["ActorID"]: SEX.get(row["Sex"].lower()) for _, row in rows}, skips
+
+
+def gender_caveats(clips: Mapping[str, Clip], genders: Mapping[str, str | None], demographics: Path) -> list[Skip]:
+    """One caveat per kept clip whose gender is unknown, saying whether the actor is missing or their Sex unclear."""
+    caveats = []
+    for clip in sorted((c for c in clips.values() if c.gender is None), key=lambda c: c.clip_id):
+        if clip.speaker in genders:
+            caveats.append(Skip(str(clip.path), "unrecognised_sex", f"actor {clip.speaker}: Sex not Male/Female in "
+                                                                     f"{demographics.name}"))
+        else:
+            caveats.append(Skip(str(clip.path), "actor_not_in_demographics",
+                                f"actor {clip.speaker} has no row in {demographics.name}"))
+    return caveats
 
 
 def read_labels(root: Path, source: str) -> tuple[dict[str, str] | None, list[Skip]]:

@@ -13,8 +13,9 @@ validation, ``Test1`` → test (option ``test_set=Test2`` uses Test2 instead; th
 are skipped as ``split_not_used``).
 
 Unknown speakers: many segments have ``SpkrID`` and/or ``Gender`` = ``Unknown``. They are *kept* — their emotion
-labels are as good as any — with speaker id ``unknown`` and gender None (the summary counts them as
-``gender_unknown``; fairness and both privacy probes leave them out). Option ``drop_unknown=true`` drops them
+labels are as good as any — with speaker id ``unknown`` and gender None, and listed in the index's caveats under
+``unknown_speaker`` / ``unknown_gender`` (the summary counts them as ``gender_unknown`` and by caveat; fairness and
+both privacy probes leave them out). Option ``drop_unknown=true`` drops them
 instead (skip reason ``unknown_speaker``), which is what the reference implementation does.
 
 Speaker independence: the corpus documents its Train / Development / Test partitions as speaker-independent for the
@@ -86,7 +87,20 @@ def load_msp_podcast(root: Path, options: Mapping[str, object]) -> CorpusIndex:
         collector.add(item, f"{label_file.name}:{line_no}")
     if not collector.clips:
         raise CorpusNotFoundError(f"MSP-Podcast: no usable clips listed in {label_file}")
-    return CorpusIndex("msp_podcast", root, collector.clips, [split_fold(collector.clips)], collector.skipped)
+    caveats = unknown_caveats(collector.clips)
+    return CorpusIndex("msp_podcast", root, collector.clips, [split_fold(collector.clips)], collector.skipped, caveats)
+
+
+def unknown_caveats(clips: Mapping[str, Clip]) -> list[Skip]:
+    """A caveat per kept clip with an unknown speaker or gender (a clip missing both counts under each)."""
+    caveats = []
+    for clip_id in sorted(clips):
+        clip = clips[clip_id]
+        if clip.speaker == UNKNOWN:
+            caveats.append(Skip(str(clip.path), "unknown_speaker", "SpkrID=Unknown: left out of the speaker probe"))
+        if clip.gender is None:
+            caveats.append(Skip(str(clip.path), "unknown_gender", "Gender unknown: left out of the gender metrics"))
+    return caveats
 
 
 def make_clip(row: Mapping[str, str], audio_dir: Path, test_set: str, drop_unknown: bool) -> Clip | Skip:

@@ -34,6 +34,7 @@ def summarize(index: CorpusIndex) -> dict[str, Any]:
             for fold in index.folds
         ],
         "skipped": dict(Counter(s.reason for s in index.skipped).most_common()),
+        "kept_with_caveats": dict(index.caveat_counts().most_common()),
     }
 
 
@@ -71,6 +72,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     lines += ["", *table(["fold", "partition", "clips", "speakers", *EMOTIONS], fold_rows)]
     skipped = summary["skipped"]
+    caveats = summary.get("kept_with_caveats") or {}
+    if caveats:  # only shown when there are any, so complete corpora read as before
+        lines += ["", "kept, metadata missing: " + ", ".join(f"{reason} {n}" for reason, n in caveats.items())]
     lines += ["", "skipped: " + (", ".join(f"{reason} {n}" for reason, n in skipped.items()) if skipped else "none")]
     return "\n".join(lines)
 
