@@ -119,3 +119,36 @@ def test_s3prl_checkpoint_of_tensors_and_config_loads_through_s3prl(tmp_path):
     torch.save(RANDOM_CHECKPOINTS["apc"](get_backbone_spec("apc")), path)
     backbone, source = load_backbone("apc", weights=str(path))
     assert source.kind == "s3prl_ckpt" and not source.is_random
+
+
+def test_a_checkpoint_in_s3prls_download_cache_is_found_offline(tmp_path, monkeypatch):
+    """A user who once ran s3prl's hub (``s3prl.hub.apc()``) has the checkpoint in s3prl's download cache."""
+    from s3prl.util.download import urls_to_filepaths
+
+    from trustser.backbones.s3prl_models import RANDOM_CHECKPOINTS
+    from trustser.backbones.weights import s3prl_download_path
+
+    spec = get_backbone_spec("apc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing in the Hugging Face cache
+    monkeypatch.setattr("pathlib.Path.home", lambda: tmp_path)
+    with pytest.raises(WeightsNotFoundError, match="s3prl's download cache for https://huggingface.co/leo19941227"):
+        resolve_weights(spec)
+    path = s3prl_download_path(spec.s3prl_url)
+    path.parent.mkdir(parents=True)
+    torch.save(RANDOM_CHECKPOINTS["apc"](spec), path)
+    source = resolve_weights(spec)
+    assert source.kind == "s3prl_cache" and source.path == path and not source.is_random
+    backbone, _ = load_backbone("apc", source=source)
+    assert backbone.spec.name == "apc"
+
+
+def test_our_s3prl_cache_naming_is_s3prls_own(tmp_path, monkeypatch):
+    import s3prl.util.download as download
+
+    from trustser.backbones.weights import s3prl_download_path
+
+    monkeypatch.setattr("pathlib.Path.home", lambda: tmp_path)
+    monkeypatch.setattr(download, "_download_dir", tmp_path / ".cache" / "s3prl" / "download")
+    for name in ("apc", "tera"):
+        url = get_backbone_spec(name).s3prl_url
+        assert str(s3prl_download_path(url)) == download.urls_to_filepaths(url, download=False)

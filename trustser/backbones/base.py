@@ -45,6 +45,7 @@ class BackboneSpec:
     paper: PaperFigures | None = None
     hf_repo_id: str | None = None  # looked up in the local Hugging Face cache, offline
     hf_cache_file: str | None = None  # for s3prl checkpoints hosted as a single file in an HF repo
+    s3prl_url: str | None = None  # what s3prl's hub downloads; its download cache is looked up offline
     packaged: str | None = None  # name in trustser.backbones.packaged_whisper.PACKAGES
     front_end: dict[str, Any] = field(default_factory=dict)  # e.g. waveform normalisation flags
     includes_input_layer: bool = True  # APC exposes no input-embedding state, the transformers models do

@@ -41,7 +41,8 @@ register_backbone(BackboneSpec(
     name="apc", family="s3prl", description="Autoregressive Predictive Coding (3-layer GRU), s3prl",
     config=load_config("apc.yaml"), num_layers=3, hidden_size=512, includes_input_layer=False,
     paper=PaperFigures(layers=3, hidden_size=512, params_m=4.11, gflops_6s=2.5),
-    hf_repo_id="s3prl/converted_ckpts", hf_cache_file="apc_360hr.ckpt",
+    hf_repo_id="leo19941227/apc_series", hf_cache_file="apc_360hr.ckpt",
+    s3prl_url="https://huggingface.co/leo19941227/apc_series/resolve/main/apc_360hr.ckpt",
     front_end={"win_samples": 400, "hop_samples": 160, "snip_edges": True},
 ))
 register_backbone(BackboneSpec(
@@ -49,6 +50,8 @@ register_backbone(BackboneSpec(
     config=load_config("tera.yaml"), num_layers=3, hidden_size=768,
     paper=PaperFigures(layers=4, hidden_size=768, params_m=21.33, gflops_6s=12.8),
     hf_repo_id="s3prl/tera", hf_cache_file="tera_logMelBase_T_F_M_AdamW_b32_1m_960hr_drop1/states-1000000.ckpt",
+    s3prl_url="https://huggingface.co/s3prl/tera/resolve/main/"
+              "tera_logMelBase_T_F_M_AdamW_b32_1m_960hr_drop1/states-1000000.ckpt",
     front_end={"win_samples": 400, "hop_samples": 160, "snip_edges": False},
 ))
 for _name, _desc, _paper, _repo, _packaged in (

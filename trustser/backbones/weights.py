@@ -26,7 +26,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin")
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """``kind``: hf_dir | s3prl_ckpt | ct2_dir | packaged | hf_cache | random. ``identity`` keys the feature cache."""
+    """``kind``: hf_dir | s3prl_ckpt | ct2_dir | packaged | hf_cache | s3prl_cache | random. ``identity`` keys the feature cache."""
 
     kind: str
     path: Path | None
@@ -83,6 +83,23 @@ def hf_cache_lookup(spec: BackboneSpec) -> Path | None:
         return None
 
 
+def s3prl_cache_lookup(spec: BackboneSpec) -> Path | None:
+    """A checkpoint that s3prl's own hub (``s3prl.hub.apc()`` ...) downloaded earlier, in s3prl's download cache
+    (``~/.cache/s3prl/download/<sha256 of the URL>.<file name>``); never downloads."""
+    if not spec.s3prl_url:
+        return None
+    path = s3prl_download_path(spec.s3prl_url)
+    return path if path.is_file() else None
+
+
+def s3prl_download_path(url: str) -> Path:
+    """Where s3prl 0.4's ``urls_to_filepaths`` keeps ``url`` (its naming, computed here: importing s3prl takes
+    seconds, and ``trustser ls`` resolves every backbone; a test holds the two equal)."""
+    import hashlib
+
+    return Path.home() / ".cache" / "s3prl" / "download" / f"{hashlib.sha256(url.encode()).hexdigest()}.{Path(url).name}"
+
+
 def resolve_weights(spec: BackboneSpec, weights: str | Path | None = None, random_init: bool = False,
                     seed: int = 0) -> WeightsSource:
     if random_init:
@@ -106,6 +123,11 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | None = None, rando
     if spec.hf_repo_id:
         hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
         tried.append(f"Hugging Face cache ({hub}) for {spec.hf_repo_id}" + (f"/{spec.hf_cache_file}" if spec.hf_cache_file else ""))
+    s3prl_cached = s3prl_cache_lookup(spec)
+    if s3prl_cached is not None:
+        return WeightsSource("s3prl_cache", s3prl_cached, file_digest(s3prl_cached))
+    if spec.s3prl_url:
+        tried.append(f"s3prl's download cache for {spec.s3prl_url}")
     raise WeightsNotFoundError(
         f"no pretrained weights for backbone '{spec.name}'; tried: " + "; ".join(tried)
         + ". Pass --weights PATH, or --random-init to run the architecture with random weights (not a pretrained result)."
