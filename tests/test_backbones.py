@@ -152,3 +152,26 @@ def test_our_s3prl_cache_naming_is_s3prls_own(tmp_path, monkeypatch):
     for name in ("apc", "tera"):
         url = get_backbone_spec(name).s3prl_url
         assert str(s3prl_download_path(url)) == download.urls_to_filepaths(url, download=False)
+
+
+def test_our_true_length_whisper_encoder_equals_transformers_encoder_built_for_six_seconds():
+    """Our loop over transformers' Whisper layers (the position table sliced to the clip) gives the hidden states
+    that transformers' own WhisperEncoder gives when it is configured for 6 s (300 positions) with the same
+    weights: slicing, masking and the final layer norm change nothing for a full-length clip."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    backbone, _ = load_backbone("whisper_tiny", random_init=True)
+    config = WhisperConfig(**{**backbone.spec.config, "max_source_positions": 300})
+    reference = WhisperEncoder(config).eval()
+    weights = dict(backbone.encoder.state_dict())
+    weights["embed_positions.weight"] = weights["embed_positions.weight"][:300]
+    reference.load_state_dict(weights)
+    wave = torch.randn(1, 96000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        ours = backbone(wave, torch.tensor([96000]))
+        mel, _ = backbone.log_mel(wave, torch.tensor([96000]))
+        theirs = reference(mel, output_hidden_states=True).hidden_states
+    assert ours.hidden.shape[1] == len(theirs) == 5  # input embedding + 4 layers
+    for layer, expected in enumerate(theirs):
+        torch.testing.assert_close(ours.hidden[0, layer], expected[0], atol=1e-4, rtol=1e-4, msg=f"layer {layer}")
