@@ -353,9 +353,14 @@ def log_corpus_artifacts(index: CorpusIndex, stats: ExtractionStats) -> None:
 
     from trustser import tracking
 
-    mlflow.log_metrics({**stats.as_metrics(), "n_clips": len(index.clips), "n_skipped": len(index.skipped)})
+    caveats = {f"kept_with_{reason}": float(n) for reason, n in index.caveat_counts().items()}
+    mlflow.log_metrics({**stats.as_metrics(), "n_clips": len(index.clips), "n_skipped": len(index.skipped),
+                        "n_kept_with_caveats": len(index.caveats), **caveats})
     rows = [(s.item, s.reason, s.detail) for s in index.skipped]
     mlflow.log_text(csv_text(("item", "reason", "detail"), rows), "skipped.csv")
+    if index.caveats:  # kept clips whose metadata is incomplete (e.g. gender unknown: left out of gender metrics)
+        rows = [(c.item, c.reason, c.detail) for c in index.caveats]
+        mlflow.log_text(csv_text(("item", "reason", "detail"), rows), "caveats.csv")
     tracking.log_json({f.name: f.partitions() for f in index.folds}, "folds.json")
 
 
