@@ -14,6 +14,7 @@ import sys
 import click
 
 from trustser.errors import TrustserError
+from trustser.study.space import POOLINGS  # trustser.head's poolings, without importing torch for --help
 
 
 def user_errors(fn):
@@ -162,6 +163,10 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(0, None, min_open=True))
+@click.option("--width", default=128, show_default=True, type=click.IntRange(1, 4096),
+              help="Head width (channels of its conv and hidden layers).")
+@click.option("--pooling", default="weighted", show_default=True, type=click.Choice(POOLINGS),
+              help="How the head combines the backbone's hidden states: learned weighted sum, or the last layer.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--weights", default=None, help="HF model dir, s3prl .ckpt, or CTranslate2 Whisper dir.")
 @click.option("--random-init", type=click.BOOL, is_flag=False, flag_value=True, default=False,
@@ -183,9 +188,9 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--experiment", default=None, help="MLflow experiment name (default: trustser).")
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, epochs, batch_size, lr, seed, weights, random_init,
-                cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips, attack_train_mode, no_safety, no_probes, no_cost,
-                experiment, no_progress) -> None:
+def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, epochs, batch_size, lr, width, pooling,
+                seed, weights, random_init, cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips,
+                attack_train_mode, no_safety, no_probes, no_cost, experiment, no_progress) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow."""
     from trustser.experiment import RunConfig, TrustConfig, run_experiment
     from trustser.training import TrainConfig
@@ -197,7 +202,8 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
         corpus_options=parse_options(corpus_options),
         weights=_none_if_empty(weights), random_init=random_init, cache_dir=_none_if_empty(cache_dir),
         precision=precision,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), unfreeze_top=unfreeze_top,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, width=width, pooling=pooling, seed=seed),
+        unfreeze_top=unfreeze_top,
         trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
                           max_attack_clips=_optional_int(max_attack_clips, "--max-attack-clips", minimum=1),
                           attack_train_mode=attack_train_mode,
@@ -444,20 +450,46 @@ def recommend_command(scenario, study_name, storage, front_file, as_json) -> Non
 @click.option("--dataset", default=None, help="With --experiment: only runs on this dataset.")
 @click.option("--out", "out_dir", required=True, help="Folder for report.html, report.md and the PNG figures.")
 @click.option("--title", default="TrustSER report", show_default=True)
+@click.option("--log-run", default=None, metavar="RUN_ID",
+              help="Log the report and its figures under report/ of this MLflow run (default for a study: the "
+                   "study's run; for --experiment: none).")
+@click.option("--no-log", is_flag=True, help="Do not log the report to MLflow.")
 @user_errors
-def report_command(study_name, storage, experiment, dataset, out_dir, title) -> None:
-    """Write the trust report (Table 4 layout, scenario picks, Pareto plot, radar charts) as HTML and Markdown."""
+def report_command(study_name, storage, experiment, dataset, out_dir, title, log_run, no_log) -> None:
+    """Write the trust report (Table 4 layout, scenario picks, Pareto plot, radar charts) as HTML and Markdown, and
+    log it to MLflow (a study's report to the study's run)."""
+    import os
+
+    import mlflow
+
+    from trustser import tracking
     from trustser.errors import ConfigError
-    from trustser.report import rows_from_mlflow, rows_from_study, write_report
+    from trustser.report import log_report, rows_from_mlflow, rows_from_study, study_run_id, write_report
 
     if _none_if_empty(experiment) and _none_if_empty(study_name):
         raise ConfigError("give --study-name or --experiment, not both")
+    if no_log and _none_if_empty(log_run):
+        raise ConfigError("give --log-run or --no-log, not both")
+    run_id = None if no_log else _none_if_empty(log_run)
     if _none_if_empty(experiment):
         rows, objectives, source = rows_from_mlflow(experiment, _none_if_empty(dataset))
     else:
         rows, objectives, source = rows_from_study(_none_if_empty(study_name), _none_if_empty(storage))
+        if run_id is None and not no_log:
+            run_id = study_run_id(_none_if_empty(study_name), _none_if_empty(storage))
     files = write_report(rows, out_dir, objectives, title=title, source=source)
     click.echo(f"wrote {files.html} and {files.markdown} with {len(files.images)} figures")
+    if run_id is None:
+        return
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri())
+    try:
+        logged = log_report(files, run_id)
+    except TrustserError as exc:
+        if _none_if_empty(log_run):
+            raise
+        click.secho(f"note: report not logged to the study's MLflow run: {exc}", fg="yellow", err=True)
+        return
+    click.echo(f"logged {len(logged)} files under report/ of MLflow run {run_id}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,10 @@ Run:  trustser report --study-name quick --out reports/quick        (a study's c
 Rows come from a study (every completed configuration, the Pareto front flagged) or from MLflow: the parent runs of
 ``run_experiment`` (tag ``backbone``, no ``fold`` tag), the latest finished one per (backbone, dataset, weights,
 unfreeze_top). Rates are shown in percent as in the paper's Table 4. Radar normalisation: ``trustser.study.radar``.
-When an MLflow run is active every file is also logged under its ``report/`` artifacts.
+
+MLflow: ``write_report`` logs every file it wrote under ``report/`` of the active run, if there is one;
+``log_report`` does the same for any run by id, finished or not (``trustser report --study-name`` logs to the
+study's run, ``--log-run ID`` to another, ``--no-log`` to none), so the figures sit beside the study they describe.
 """
 
 from __future__ import annotations
@@ -56,6 +59,31 @@ def rows_from_study(study_name: str | None, storage: str | None) -> tuple[list[C
     if not rows:
         raise TrustserError(f"study '{name}' has no completed trials yet")
     return rows, study_objectives(study), f"Optuna study '{name}' in {redact(storage or default_storage())}"
+
+
+def study_run_id(study_name: str | None, storage: str | None) -> str | None:
+    """The study's current MLflow run (its user attr ``mlflow_run_id``; None for a study without one)."""
+    from trustser.study.runner import open_study, resolve_study_name
+
+    return open_study(storage, resolve_study_name(storage, study_name)).user_attrs.get("mlflow_run_id")
+
+
+def log_report(files: ReportFiles, run_id: str, artifact_path: str = "report") -> list[str]:
+    """Log the report's files (HTML, Markdown, figures; not whatever else lies in its folder) under
+    ``artifact_path`` of MLflow run ``run_id``, which need not be active. Returns the artifact paths."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except Exception as exc:
+        raise TrustserError(f"cannot log the report to MLflow run {run_id} in {mlflow.get_tracking_uri()}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    logged = []
+    for path in (files.html, files.markdown, *files.images):
+        client.log_artifact(run_id, str(path), artifact_path)
+        logged.append(f"{artifact_path}/{path.name}")
+    return logged
 
 
 def rows_from_mlflow(experiment: str, dataset: str | None = None) -> tuple[list[Candidate], tuple[Objective, ...], str]:
@@ -159,9 +187,10 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(_html(title, source, rows, recs, pareto_png, overlay_png, radars, len(front or rows)))
     md_path.write_text(_markdown(title, source, rows, recs, pareto_png, overlay_png, radars))
+    files = ReportFiles(html_path, md_path, images, recs)
     if mlflow.active_run() is not None:
-        mlflow.log_artifacts(str(out), artifact_path="report")
-    return ReportFiles(html_path, md_path, images, recs)
+        log_report(files, mlflow.active_run().info.run_id)
+    return files
 
 
 NORMALISATION_NOTE = ("Radar axes are normalised to fixed ranges (1 = most trustworthy): performance (UAR − 0.25)/0.75; "
@@ -244,4 +273,4 @@ def _markdown(title, source, rows, recs, pareto_png, overlay_png, radars) -> str
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ReportFiles", "rows_from_mlflow", "rows_from_study", "write_report"]
+__all__ = ["ReportFiles", "log_report", "rows_from_mlflow", "rows_from_study", "study_run_id", "write_report"]

@@ -123,6 +123,25 @@ def front_to_json(rows: Sequence[Candidate], objectives: Sequence[Objective], **
     }, indent=2, default=str)
 
 
+def front_to_csv(rows: Sequence[Candidate], objectives: Sequence[Objective]) -> str:
+    """The front as a table: one row per configuration, its parameters and objective values in their own units
+    (rates as fractions, GFLOPs as counted), and where it came from; the columns are the union of all rows' params."""
+    import csv
+    import io
+
+    param_names = list(dict.fromkeys(k for r in rows for k in r.params))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["trial", "label", *param_names, *(o.name for o in objectives), "pareto", "study",
+                     "mlflow_run_id"])
+    for r in rows:
+        writer.writerow([r.trial if r.trial is not None else "", r.label,
+                         *(r.params.get(k, "") for k in param_names), *(repr(r.value(o.name)) for o in objectives),
+                         "" if r.pareto is None else str(bool(r.pareto)).lower(), r.study or "",
+                         r.mlflow_run_id or ""])
+    return out.getvalue()
+
+
 def load_front(path: str | Path) -> tuple[list[Candidate], tuple[Objective, ...]]:
     """Read a ``pareto.json`` written by ``front_to_json`` (also logged with every study)."""
     path = Path(path)
@@ -180,7 +199,8 @@ def _axis_label(o: Objective) -> str:
 
 
 def log_front(study) -> list[Candidate]:
-    """Log ``pareto.json``, ``pareto.png`` and the front's radar overlay to the active MLflow run."""
+    """Log the front as ``pareto.json`` (read back by ``load_front``), ``pareto.csv`` (a table), ``pareto.png`` and
+    its radar overlay, and every configuration as ``trials.json``, to the active MLflow run."""
     import matplotlib.pyplot as plt
     import mlflow
 
@@ -190,6 +210,7 @@ def log_front(study) -> list[Candidate]:
     rows = study_rows(study)
     front = [r for r in rows if r.pareto]
     mlflow.log_text(front_to_json(front, objectives, study=study.study_name), "pareto.json")
+    mlflow.log_text(front_to_csv(front, objectives), "pareto.csv")
     mlflow.log_text(front_to_json(rows, objectives, study=study.study_name), "trials.json")
     if rows:
         fig = pareto_figure(rows, objectives, f"study {study.study_name}: Pareto front")

@@ -16,8 +16,13 @@ Look:  mlflow ui --backend-store-uri sqlite:///mlflow.db
   trial anywhere in the storage takes that trial's stored summary instead of retraining (user attrs
   ``reused_from_study`` / ``reused_from_trial``).
 - Cross-references: trial user attr ``mlflow_run_id``; trial run tags ``optuna_study_name``,
-  ``optuna_trial_number``; the study's user attr ``mlflow_run_id`` is its parent run; at the end every trial run
-  is tagged ``pareto=true|false`` and the study run gets ``pareto.json``, ``pareto.png`` and a radar chart.
+  ``optuna_trial_number``; the study's user attr ``mlflow_run_id`` is its current parent run; at the end every
+  trial run is tagged ``pareto=true|false`` and the study run gets ``pareto.json``, ``pareto.csv``, ``pareto.png``
+  and a radar chart.
+- Study runs: a resumed study continues its parent run where it can. Under ``mlflow run`` (or in another MLflow
+  experiment) each invocation brings its own run, which becomes the study run from then on: the study's user attr
+  ``mlflow_run_ids`` lists all of them, oldest first (each trial stays nested under the run it was evaluated in),
+  and a later one is tagged ``trustser.resumes_run`` (the run before it) and ``trustser.study_runs`` (how many).
 - A trial whose runner raises is marked FAIL with the message in user attr ``error``; the study goes on.
 """
 
@@ -189,6 +194,21 @@ def _start_study_run(study, url: str, experiment: str | None):
     return mlflow.start_run(run_name=f"study {study.study_name}", nested=mlflow.active_run() is not None)
 
 
+def _record_study_run(study, run_id: str) -> None:
+    """Make ``run_id`` the study's run (user attr ``mlflow_run_id``) and list it in ``mlflow_run_ids``; a run that
+    follows another is tagged as resuming it, so the MLflow UI leads from either run to the other."""
+    import mlflow
+
+    previous = study.user_attrs.get("mlflow_run_id")
+    runs = list(study.user_attrs.get("mlflow_run_ids") or ([previous] if previous else []))
+    if run_id not in runs:
+        if runs:
+            mlflow.set_tags({"trustser.resumes_run": runs[-1], "trustser.study_runs": str(len(runs) + 1)})
+        runs.append(run_id)
+    study.set_user_attr("mlflow_run_ids", runs)
+    study.set_user_attr("mlflow_run_id", run_id)
+
+
 def run_study(space: StudySpace, n_trials: int | None = None, storage: str | None = None,
               study_name: str | None = None, runner: TrialRunner | None = None, experiment: str | None = None,
               progress: bool = False, heartbeat: Any = None, enqueue: bool = True, work: bool = True,
@@ -221,7 +241,7 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
         with workers.storage_lock(storage_obj):  # one process at a time creates the study, its MLflow run, its queue
             study = open_study(url, name, space, storage_obj)
             parent = stack.enter_context(_start_study_run(study, url, experiment))
-            study.set_user_attr("mlflow_run_id", parent.info.run_id)
+            _record_study_run(study, parent.info.run_id)
             if grid and enqueue:
                 workers.enqueue_grid(study, space, n_trials)
         result.mlflow_run_id = parent.info.run_id

@@ -8,6 +8,14 @@ problem is reported as a ConfigError naming the file and the key, e.g.
 
 Objectives are the five trust axes of the method; each reads one key of ``run_experiment``'s summary and has a
 fixed direction (the file states it too, so that a reader sees it, and a contradiction is an error).
+
+The sustainability objective (``sustainability_gflops``) is counted once per backbone with the method's head
+(``trustser.metrics.sustainability``: width 128, learned weighted-sum pooling), whatever ``width`` and ``pooling``
+the configuration chose: the count does not see them. The head is small beside the backbone: on a 6 s clip it is
+frames x (hidden x width + width^2) MACs, measured 0.020 GMACs of Whisper Tiny's 2.62 and 0.049 of APC's 2.51 at
+width 128. Width 256 would add about 0.03 (Whisper Tiny) to 0.07 (APC) GMACs, up to 3 % on the smallest backbones
+and less on the others; "last" pooling only skips the layer weighting (layers x hidden MACs per frame). So
+configurations differing only in head width or pooling tie on this axis, a few percent from their true cost.
 """
 
 from __future__ import annotations
