@@ -27,6 +27,16 @@ def test_without_a_tracking_uri_runs_go_to_a_sqlite_file_here_with_absolute_arti
     assert (tmp_path / "mlflow.db").is_file()
 
 
+def test_a_sqlite_store_elsewhere_keeps_its_artifacts_beside_its_database(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    store.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'runs.db'}")
+    monkeypatch.chdir(tmp_path)  # not where the database is
+    tracking.setup_tracking("elsewhere")
+    experiment = mlflow.MlflowClient().get_experiment_by_name("elsewhere")
+    assert experiment.artifact_location == (store / "mlartifacts").as_uri()
+
+
 def test_under_mlflow_run_the_project_run_is_the_parent_and_conflicting_params_are_resolved(mini_emodb, monkeypatch):
     tracking.setup_tracking("project")
     client = mlflow.MlflowClient()

@@ -1,7 +1,7 @@
 """MLflow at the edge: where runs go, and logging helpers that never fight ``mlflow run``.
 
-Default store: a local sqlite database ``mlflow.db`` in the working directory with artifacts under an absolute
-``mlartifacts/`` path beside it; ``MLFLOW_TRACKING_URI`` overrides. Under ``mlflow run`` the project run
+Default store: a local sqlite database ``mlflow.db`` in the working directory; for any sqlite store, artifacts go to an
+absolute ``mlartifacts/`` path beside its database file; ``MLFLOW_TRACKING_URI`` overrides. Under ``mlflow run`` the project run
 (``MLFLOW_RUN_ID``) becomes the parent run, and because MLflow refuses to re-log a parameter with another value,
 parameters already logged by ``mlflow run`` are left alone and a differing resolved value goes under ``resolved.KEY``.
 """
@@ -33,12 +33,21 @@ def setup_tracking(experiment: str | None = None, workdir: Path | None = None) -
     name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(name) is None:
-        artifact_location = None
-        if uri.startswith("sqlite:"):
-            artifact_location = ((workdir or Path.cwd()).resolve() / "mlartifacts").as_uri()
-        client.create_experiment(name, artifact_location=artifact_location)
+        client.create_experiment(name, artifact_location=sqlite_artifact_location(uri))
     mlflow.set_experiment(name)
     return uri
+
+
+def sqlite_artifact_location(uri: str) -> str | None:
+    """``mlartifacts/`` beside a sqlite store's database file, as an absolute file URI (None for other stores,
+    whose server decides). Beside the database, not the working directory: a store is then self-contained, and
+    runs started from another directory do not scatter its artifacts."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///"):])
+    if str(database) in ("", ":memory:"):
+        return None
+    return (database.resolve().parent / "mlartifacts").as_uri()
 
 
 def log_params_safely(params: Mapping[str, Any]) -> None:
