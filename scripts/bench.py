@@ -360,9 +360,9 @@ def format_table(r: dict[str, Any]) -> str:
     steps = [("bench process", r.get("head_step")), ("pipeline process", s.get("head_step_in_pipeline_process"))]
     for where, h in steps:
         if h:
-            lines.append(f"   head training step, {h['clips']} clips, {where}: package {h['package_step_s'] * 1e3:.0f} ms,"
-                         f" layer sum before concatenation {h['layer_sum_first_step_s'] * 1e3:.0f} ms -> "
-                         f"{h['speedup']:.2f}x (logits differ by {h['logits_max_abs_diff']:.1e})")
+            lines.append(f"   head training step, {h['clips']} clips, {where}: package (layer sum per clip) "
+                         f"{h['package_step_s'] * 1e3:.0f} ms, concatenate first {h['concat_first_step_s'] * 1e3:.0f}"
+                         f" ms -> {h['speedup']:.2f}x (logits differ by {h['logits_max_abs_diff']:.1e})")
     lines.append("   estimate for the method's corpora (see assumptions in the JSON):")
     for name, c in r["extrapolation"]["corpora"].items():
         st_ = c["stages_s"]

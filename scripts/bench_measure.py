@@ -407,15 +407,15 @@ def cache_vs_recompute(name: str, backbone, source, corpus: Corpus, cache: Path,
     return out
 
 
-def layer_sum_first(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``EmotionHead.forward_clips`` with the layer-weighted sum taken per clip before concatenating: the same
-    logits, but only [T, H] per clip is copied instead of every layer's [L, T, H] (autograd keeps the clips by
-    reference for the layer-weight gradient)."""
+def concat_first(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``EmotionHead.forward_clips`` as it was before the layer sum moved ahead of the concatenation: every
+    layer's [L, T, H] is copied into one [L, N, H] tensor, then summed. The same logits; kept as the reference the
+    package's step is timed against."""
     import torch.nn.functional as F
 
     lengths = torch.tensor([c.shape[1] for c in clips])
-    weights = head.layer_weights()
-    combined = torch.cat([torch.einsum("l,lth->th", weights, c.float()) for c in clips])
+    frames = torch.cat(list(clips), dim=1).float()
+    combined = torch.einsum("l,lnh->nh", head.layer_weights(), frames)
     x = F.relu(F.linear(combined, head.conv1.weight.squeeze(-1), head.conv1.bias))
     x = F.linear(x, head.conv2.weight.squeeze(-1), head.conv2.bias)
     segment = torch.repeat_interleave(torch.arange(len(clips)), lengths)
@@ -425,8 +425,9 @@ def layer_sum_first(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int = 5) -> dict[str, Any]:
-    """One training step (forward + backward, batch of 64 cached clips) of the package's head against the
-    layer-sum-first variant; the step that head training and both privacy probes repeat thousands of times."""
+    """One training step (forward + backward, batch of 64 cached clips) of the package's head (layer sum per clip,
+    then concatenation) against the concatenate-first way it replaced; the step that head training and both
+    privacy probes repeat thousands of times."""
     import torch.nn.functional as F
 
     from trustser.head import EmotionHead
@@ -442,11 +443,11 @@ def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int
         return run
 
     package = best_time(step(head.forward_clips), repeats)
-    variant = best_time(step(lambda c: layer_sum_first(head, c)), repeats)
+    before = best_time(step(lambda c: concat_first(head, c)), repeats)
     with torch.no_grad():
-        diff = float((head.forward_clips(clips) - layer_sum_first(head, clips)).abs().max())
+        diff = float((head.forward_clips(clips) - concat_first(head, clips)).abs().max())
     return {"clips": len(clips), "frames": int(sum(c.shape[1] for c in clips)), "package_step_s": package,
-            "layer_sum_first_step_s": variant, "speedup": package / variant, "logits_max_abs_diff": diff}
+            "concat_first_step_s": before, "speedup": before / package, "logits_max_abs_diff": diff}
 
 
 # ------------------------------------------------------------------------------------------ Whisper padding
@@ -479,14 +480,10 @@ def whisper_padding(backbone, corpus: Corpus, repeats: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------------- bf16
 def precast_bf16(backbone):
-    """A copy whose Linear/Conv weights are stored in bf16. Under autocast these ops cast their weights to bf16
-    anyway, so the outputs are bit-identical; what is saved is autocast re-casting every frozen weight on every
-    call (its cast cache only keeps leaf tensors that require grad)."""
-    twin = copy.deepcopy(backbone)
-    for module in twin.modules():
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d)):
-            module.to(torch.bfloat16)
-    return twin
+    """The package's bf16 twin (``trustser.features.bf16_weights_twin``): Linear/Conv weights stored in bf16."""
+    from trustser.features import bf16_weights_twin
+
+    return bf16_weights_twin(backbone)
 
 
 def feature_difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -124,3 +124,17 @@ def test_unknown_precision_is_a_config_error(mini_emodb):
     backbone, source = load_backbone("whisper_tiny", random_init=True)
     with pytest.raises(ConfigError, match="fp8"):
         extract_features(index, backbone, source, progress=False, precision="fp8")
+
+
+@pytest.mark.parametrize("name", ["whisper_tiny", "apc", "tera", "wav2vec2_base"])
+def test_bf16_extraction_with_bf16_stored_weights_is_bit_identical_to_autocast_alone(name):
+    """bf16 extraction runs a twin whose Linear/Conv weights are stored in bf16 (autocast would re-cast them on every
+    call); the features must not change, since the cache key does not."""
+    from trustser.features import bf16_weights_twin, compute_hidden
+
+    backbone, _ = load_backbone(name, random_init=True)
+    wave = torch.randn(16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    twin = bf16_weights_twin(backbone)
+    assert any(p.dtype == torch.bfloat16 for p in twin.parameters())
+    assert all(p.dtype == torch.float32 for p in backbone.parameters())  # the original is untouched
+    assert torch.equal(compute_hidden(twin, wave, "bf16"), compute_hidden(backbone, wave, "bf16"))
