@@ -173,7 +173,8 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
               help="Random weights (NOT a pretrained result; tagged weights=random). Also accepts true/false.")
 @click.option("--cache-dir", default=None, help="Feature cache (default: $TRUSTSER_CACHE or ~/.cache/trustser).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Feature extraction precision (bf16 autocast; part of the cache key).")
+              help="Feature extraction precision (bf16: autocast with bf16-stored weights; opt-in, see "
+                   "docs/benchmarks.md; part of the cache key).")
 @click.option("--unfreeze-top", default=0, show_default=True, type=click.IntRange(0, 48),
               help="Fine-tune the top k encoder layers with the head (0 = frozen backbone).")
 @click.option("--pgd", type=click.BOOL, is_flag=False, flag_value=True, default=False,
