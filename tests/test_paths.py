@@ -32,3 +32,15 @@ def test_a_writer_that_fails_leaves_neither_the_target_nor_a_temporary_file(tmp_
     with pytest.raises(OSError, match="disk full"):
         write_atomically(target, broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_published_file_has_the_usual_permissions_not_the_temporary_files_owner_only_ones(tmp_path):
+    import os
+
+    target = tmp_path / "entry.bin"
+    old = os.umask(0o022)
+    try:
+        write_atomically(target, lambda tmp: Path(tmp).write_bytes(b"x"))
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644  # mkstemp alone would leave 0o600

@@ -111,7 +111,7 @@ def test_a_sweep_killed_mid_extraction_resumes_without_recomputing_the_cached_fe
     n_clips = len(list((mini_emodb / "wav").iterdir()))
     assert len(before) == 5
     assert {p: after[p] for p in before} == before  # same mtime and bytes: not recomputed, not rewritten
-    assert len(after) == n_clips and not list(cache.rglob(".tmp-*"))
+    assert len(after) == n_clips and not list(cache.rglob(".*.tmp"))  # write_atomically's temporaries
     for path in after:
         read_entry(path)  # every entry verifies
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from trustser.backbones.base import Backbone
 from trustser.backbones.weights import WeightsSource
 from trustser.corpora.base import CorpusIndex
 from trustser.errors import AudioError
-from trustser.paths import cache_dir
+from trustser.paths import cache_dir, write_atomically
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -69,15 +68,8 @@ def write_entry(path: Path, hidden: Tensor) -> None:
 
     data = hidden.to(torch.float16).contiguous()
     crc = zlib.crc32(data.numpy().tobytes())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({"hidden": data}, tmp, metadata={"crc32": str(crc), "format": str(FORMAT_VERSION)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda tmp: save_file({"hidden": data}, tmp,
+                                                 metadata={"crc32": str(crc), "format": str(FORMAT_VERSION)}))
 
 
 def read_entry(path: Path) -> Tensor:

@@ -26,8 +26,9 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Publish a cache file whole or not at all, even with several processes writing it at once.
 
     ``write`` fills a temporary file of this process's own beside ``path`` (a shared ``path.tmp`` would let one
-    process move away or truncate another's file); ``os.replace`` then publishes it in one step, so a reader sees
-    either no file or a complete one, and a crash leaves only a hidden ``.*.tmp`` sibling.
+    process move away or truncate another's file); ``os.replace`` then publishes it in one step, with the usual
+    permissions (``publish_mode``), so a reader sees either no file or a complete one, and a crash leaves only a
+    hidden ``.*.tmp`` sibling. An exception from ``write`` (a failed checksum, say) leaves nothing at ``path``.
     """
     import tempfile
 
@@ -36,7 +37,23 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        publish_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp (and safetensors) create owner-only entries; give cache entries the usual permissions."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    if directory:
+        for child in path.iterdir():
+            if child.is_file():
+                publish_mode(child)

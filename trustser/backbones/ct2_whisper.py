@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trustser.errors import WeightsNotFoundError
+from trustser.paths import publish_mode
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing trustser must not import torch/transformers
     import torch
@@ -592,21 +593,6 @@ CONVERTER_VERSION = 1
 
 MARKER = "trustser_converted.json"
 """Written last into a converted directory: present with the expected content means complete and current."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish_mode(path: Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp (and safetensors) create owner-only entries; give cache entries the usual permissions."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-    if directory:
-        for child in path.iterdir():
-            if child.is_file():
-                publish_mode(child)
 
 
 def is_complete_conversion(directory: Path, marker: dict[str, Any]) -> bool:

