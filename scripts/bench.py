@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules b
 
 from bench_measure import (  # noqa: E402
     attack_cost, cache_vs_recompute, cold_extract, extraction_study, feature_difference, fit_flops, head_step,
-    load_average, load_emodb, machine_info, measure_matmul, precast_bf16, study_ids, test_uars, time_compute,
+    load_average, load_emodb, machine_info, measure_matmul, study_ids, test_uars, time_compute,
     whisper_padding,
 )
 from bench_sweep import extrapolate, run_sweep  # noqa: E402
@@ -210,10 +210,10 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     study_waves = [corpus.waves[i] for i in subset]
     compute_fp32 = time_compute(backbone, study_waves, 1, "fp32", settings.study_repeats)
     compute_bf16 = time_compute(backbone, study_waves, 1, "bf16", settings.study_repeats)
-    twin = precast_bf16(backbone)
-    compute_bf16_precast = time_compute(twin, study_waves, 1, "bf16", settings.study_repeats)
-    from trustser.features import compute_hidden
+    from trustser.features import bf16_weights_twin, compute_hidden
 
+    twin = bf16_weights_twin(backbone)  # what the package's bf16 extraction runs
+    compute_bf16_precast = time_compute(twin, study_waves, 1, "bf16", settings.study_repeats)
     precast_diff = max(float((compute_hidden(backbone, w, "bf16") - compute_hidden(twin, w, "bf16")).abs().max())
                        for w in study_waves[:4])
     del twin

@@ -7,7 +7,6 @@ They take explicit arguments (no settings object), so tests can call them on tin
 from __future__ import annotations
 
 import contextlib
-import copy
 import multiprocessing
 import os
 import platform
@@ -479,13 +478,6 @@ def whisper_padding(backbone, corpus: Corpus, repeats: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------- bf16
-def precast_bf16(backbone):
-    """The package's bf16 twin (``trustser.features.bf16_weights_twin``): Linear/Conv weights stored in bf16."""
-    from trustser.features import bf16_weights_twin
-
-    return bf16_weights_twin(backbone)
-
-
 def feature_difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Per clip and layer ||b - a|| / ||a|| (Frobenius), and the largest |b - a| relative to the layer's max |a|."""
     rel, rel_max = [], []

@@ -89,14 +89,14 @@ def test_batched_and_bf16_precast_paths_give_the_package_features(measure):
     import torch
 
     from trustser.backbones.loading import load_backbone
-    from trustser.features import compute_hidden
+    from trustser.features import bf16_weights_twin, compute_hidden
 
     backbone, _ = load_backbone("whisper_tiny", random_init=True)
     generator = torch.Generator().manual_seed(0)
     waves = [0.1 * torch.randn(n, generator=generator) for n in (8000, 12000, 16000)]
     for batched, wave in zip(measure.batched_hidden(backbone, waves), waves):
         assert torch.allclose(batched, compute_hidden(backbone, wave), atol=1e-4)
-    twin = measure.precast_bf16(backbone)
+    twin = bf16_weights_twin(backbone)
     assert torch.equal(compute_hidden(twin, waves[0], "bf16"), compute_hidden(backbone, waves[0], "bf16"))
     same = {"a": compute_hidden(backbone, waves[0]).half()}
     assert measure.feature_difference(same, same)["max_relative_l2"] == 0

@@ -459,8 +459,6 @@ def recommend_command(scenario, study_name, storage, front_file, as_json) -> Non
 def report_command(study_name, storage, experiment, dataset, out_dir, title, log_run, no_log) -> None:
     """Write the trust report (Table 4 layout, scenario picks, Pareto plot, radar charts) as HTML and Markdown, and
     log it to MLflow (a study's report to the study's run)."""
-    import os
-
     import mlflow
 
     from trustser import tracking
@@ -482,7 +480,7 @@ def report_command(study_name, storage, experiment, dataset, out_dir, title, log
     click.echo(f"wrote {files.html} and {files.markdown} with {len(files.images)} figures")
     if run_id is None:
         return
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri())
+    mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
         logged = log_report(files, run_id)
     except TrustserError as exc:

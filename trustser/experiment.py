@@ -286,7 +286,8 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
                            "counts": perf.confusion.tolist()}, "confusion_matrix.json")
         rows = [(cid, index.clips[cid].speaker, index.clips[cid].gender or "", EMOTIONS[t], EMOTIONS[p])
                 for cid, t, p in zip(details["test_ids"], details["y_true"], details["y_pred"])]
-        mlflow.log_text(csv_text(("clip_id", "speaker", "gender", "true", "predicted"), rows), "predictions.csv")
+        mlflow.log_text(tracking.csv_text(("clip_id", "speaker", "gender", "true", "predicted"), rows),
+                        "predictions.csv")
         mlflow.log_text(fair.rates_frame().to_csv(index=False), "fairness_rates.csv")
         tracking.log_json({part: index.speakers(ids) for part, ids in fold.partitions().items()}, "speakers.json")
         tracking.log_json(fold.partitions(), "fold_assignment.json")
@@ -356,24 +357,17 @@ def log_corpus_artifacts(index: CorpusIndex, stats: ExtractionStats) -> None:
     caveats = {f"kept_with_{reason}": float(n) for reason, n in index.caveat_counts().items()}
     mlflow.log_metrics({**stats.as_metrics(), "n_clips": len(index.clips), "n_skipped": len(index.skipped),
                         "n_kept_with_caveats": len(index.caveats), **caveats})
-    rows = [(s.item, s.reason, s.detail) for s in index.skipped]
-    mlflow.log_text(csv_text(("item", "reason", "detail"), rows), "skipped.csv")
+    mlflow.log_text(skips_csv(index.skipped), "skipped.csv")
     if index.caveats:  # kept clips whose metadata is incomplete (e.g. gender unknown: left out of gender metrics)
-        rows = [(c.item, c.reason, c.detail) for c in index.caveats]
-        mlflow.log_text(csv_text(("item", "reason", "detail"), rows), "caveats.csv")
+        mlflow.log_text(skips_csv(index.caveats), "caveats.csv")
     tracking.log_json({f.name: f.partitions() for f in index.folds}, "folds.json")
 
 
-def csv_text(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
-    """A CSV document (quoting by the csv module: clip ids and skip details may hold commas and quotes)."""
-    import csv
-    import io
+def skips_csv(skips: list[Any]) -> str:
+    """Skipped clips, or clips kept with caveats, as a CSV artifact: one row per item with its reason."""
+    from trustser import tracking
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return tracking.csv_text(("item", "reason", "detail"), [(s.item, s.reason, s.detail) for s in skips])
 
 
 def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:

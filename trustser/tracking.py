@@ -1,8 +1,8 @@
 """MLflow at the edge: where runs go, and logging helpers that never fight ``mlflow run``.
 
-Default store: a local sqlite database ``mlflow.db`` in the working directory; for any sqlite store, artifacts go to an
-absolute ``mlartifacts/`` path beside its database file; ``MLFLOW_TRACKING_URI`` overrides. Under ``mlflow run`` the project run
-(``MLFLOW_RUN_ID``) becomes the parent run, and because MLflow refuses to re-log a parameter with another value,
+Default store: a local sqlite database ``mlflow.db`` in the working directory; for any sqlite store, artifacts go
+to an absolute ``mlartifacts/`` path beside its database file; ``MLFLOW_TRACKING_URI`` overrides. Under ``mlflow
+run`` the project run (``MLFLOW_RUN_ID``) becomes the parent run, and because MLflow refuses to re-log a parameter with another value,
 parameters already logged by ``mlflow run`` are left alone and a differing resolved value goes under ``resolved.KEY``.
 """
 
@@ -13,7 +13,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 DEFAULT_EXPERIMENT = "trustser"
 
@@ -22,11 +22,16 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlflow.db'}"
 
 
+def tracking_uri(workdir: Path | None = None) -> str:
+    """The configured store: ``MLFLOW_TRACKING_URI``, else the default local sqlite file."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+
+
 def setup_tracking(experiment: str | None = None, workdir: Path | None = None) -> str:
     """Point MLflow at the configured store and select (creating if needed) the experiment; returns the URI."""
     import mlflow
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+    uri = tracking_uri(workdir)
     mlflow.set_tracking_uri(uri)
     if os.environ.get("MLFLOW_RUN_ID"):
         return uri  # mlflow run chose the experiment and the run
@@ -65,6 +70,19 @@ def log_params_safely(params: Mapping[str, Any]) -> None:
             fresh[f"resolved.{key}"] = text[:6000]
     if fresh:
         mlflow.log_params(fresh)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV document for an artifact (quoting by the csv module: clip ids and skip details may hold commas and
+    quotes)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

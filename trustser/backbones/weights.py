@@ -26,7 +26,8 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin")
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """``kind``: hf_dir | s3prl_ckpt | ct2_dir | packaged | hf_cache | s3prl_cache | random. ``identity`` keys the feature cache."""
+    """``kind``: hf_dir | s3prl_ckpt | ct2_dir | packaged | hf_cache | s3prl_cache | random. ``identity`` keys the
+    feature cache."""
 
     kind: str
     path: Path | None
@@ -97,7 +98,8 @@ def s3prl_download_path(url: str) -> Path:
     seconds, and ``trustser ls`` resolves every backbone; a test holds the two equal)."""
     import hashlib
 
-    return Path.home() / ".cache" / "s3prl" / "download" / f"{hashlib.sha256(url.encode()).hexdigest()}.{Path(url).name}"
+    name = f"{hashlib.sha256(url.encode()).hexdigest()}.{Path(url).name}"
+    return Path.home() / ".cache" / "s3prl" / "download" / name
 
 
 def resolve_weights(spec: BackboneSpec, weights: str | Path | None = None, random_init: bool = False,

@@ -126,20 +126,14 @@ def front_to_json(rows: Sequence[Candidate], objectives: Sequence[Objective], **
 def front_to_csv(rows: Sequence[Candidate], objectives: Sequence[Objective]) -> str:
     """The front as a table: one row per configuration, its parameters and objective values in their own units
     (rates as fractions, GFLOPs as counted), and where it came from; the columns are the union of all rows' params."""
-    import csv
-    import io
+    from trustser.tracking import csv_text
 
     param_names = list(dict.fromkeys(k for r in rows for k in r.params))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["trial", "label", *param_names, *(o.name for o in objectives), "pareto", "study",
-                     "mlflow_run_id"])
-    for r in rows:
-        writer.writerow([r.trial if r.trial is not None else "", r.label,
-                         *(r.params.get(k, "") for k in param_names), *(repr(r.value(o.name)) for o in objectives),
-                         "" if r.pareto is None else str(bool(r.pareto)).lower(), r.study or "",
-                         r.mlflow_run_id or ""])
-    return out.getvalue()
+    header = ["trial", "label", *param_names, *(o.name for o in objectives), "pareto", "study", "mlflow_run_id"]
+    return csv_text(header, ([r.trial if r.trial is not None else "", r.label,
+                              *(r.params.get(k, "") for k in param_names), *(repr(r.value(o.name)) for o in objectives),
+                              "" if r.pareto is None else str(bool(r.pareto)).lower(), r.study or "",
+                              r.mlflow_run_id or ""] for r in rows))
 
 
 def load_front(path: str | Path) -> tuple[list[Candidate], tuple[Objective, ...]]:
