@@ -109,3 +109,49 @@ def test_report_logs_to_an_explicit_run_and_names_a_missing_one(study, tmp_path)
     out = CliRunner().invoke(main, ["report", "--storage", storage, "--out", str(tmp_path / "r"),
                                     "--log-run", "0" * 32])
     assert out.exit_code == 2 and "0" * 32 in out.output
+
+
+class ChanceRunner(FakeRunner):
+    """FakeRunner's numbers with 95 % intervals (±0.03); apc learns nothing: UAR at chance, so ASR and equality of
+    odds 0 — the kind of trial that would otherwise sit on the front and win every scenario."""
+
+    def __call__(self, config) -> dict[str, float]:
+        summary = super().__call__(config)
+        if config.backbone == "apc":
+            summary.update(test_uar_mean=0.25, safety_fgsm_asr_mean=0.0, fairness_equality_of_odds_mean=0.0)
+        for key in ("test_uar", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds"):
+            summary[f"{key}_ci_low"] = summary[f"{key}_mean"] - 0.03
+            summary[f"{key}_ci_high"] = summary[f"{key}_mean"] + 0.03
+        return summary
+
+
+def test_a_study_flags_chance_level_trials_on_its_front_and_recommend_and_report_set_them_aside(
+        tmp_path, monkeypatch):
+    import json
+
+    import optuna
+
+    monkeypatch.setattr("trustser.study.runner.experiment_runner", ChanceRunner())
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = CliRunner().invoke(main, ["study", "--space", str(STUDIES / "quick.yaml"), "--storage", storage])
+    assert out.exit_code == 0, out.output
+    run_id = optuna.load_study(study_name="quick", storage=storage).user_attrs["mlflow_run_id"]
+    logged = json.loads(open(mlflow.MlflowClient().download_artifacts(run_id, "pareto.json")).read())
+    flags = {row["label"]: row["excluded"] for row in logged["rows"]}
+    assert {label for label, why in flags.items() if why} == {"apc unfreeze_top=0", "apc unfreeze_top=1"}
+    assert flags["apc unfreeze_top=0"] == "UAR 95 % interval [0.220, 0.280] does not clear chance 0.25"
+
+    out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--storage", storage, "--json"])
+    assert out.exit_code == 0, out.output
+    rec = json.loads(out.output)
+    assert not rec["choice"].startswith("apc") and "indistinguishable" in rec
+    assert {e["label"] for e in rec["excluded"] if e["rule"] == "chance level"} == \
+        {"apc unfreeze_top=0", "apc unfreeze_top=1"}
+    out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--storage", storage, "--uar-floor", "0.5"])
+    assert out.exit_code == 0, out.output
+    assert "unfreeze_top=1" in out.output.splitlines()[0] and "does not clear the stated floor 0.5" in out.output
+
+    out = CliRunner().invoke(main, ["report", "--storage", storage, "--out", str(tmp_path / "r"), "--no-log"])
+    assert out.exit_code == 0, out.output
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "2 set aside as not above chance" in markdown and "| 25.0 [22.0–28.0] |" in markdown

@@ -145,3 +145,52 @@ def test_rows_from_mlflow_take_the_latest_parent_run_per_backbone_and_skip_fold_
     assert re.search(r"<tr><td>apc</td><td>55.0</td><td>95.0</td><td>–</td>", page)  # missing shown as –
     out = CliRunner().invoke(main, ["report", "--experiment", "nothing-here", "--out", str(tmp_path / "x")])
     assert out.exit_code == 2 and "nothing-here" in out.output
+
+
+def test_table_4_cells_show_the_interval_and_the_picks_name_their_ties_and_set_aside_chance_level_rows(tmp_path):
+    from test_selection_uncertainty import TIES, USELESS
+
+    files = write_report([*TIES, USELESS], tmp_path / "r", title="with intervals")
+    markdown = files.markdown.read_text()
+    # mean over folds, then the 95 % interval, in percent; GFLOPs (counted) without one
+    assert "| wavlm | 70.0 [66.0–74.0] | 95.0 [93.0–97.0] | 60.0 [55.0–65.0] | 20.0 [15.0–25.0] | 16.0 |" in markdown
+    useless = next(line for line in markdown.splitlines() if line.startswith("| useless |"))
+    assert "| set aside | UAR 95 % interval [0.210, 0.290] does not clear chance 0.25 |" in useless
+    assert "1 set aside as not above chance" in markdown
+    for name, rec in files.recommendations.items():
+        assert rec.choice.label != "useless" and "useless" in rec.chance_level, name
+    critical = next(line for line in markdown.splitlines() if line.startswith("| critical |"))
+    assert "| wavlm | small | small (on performance, safety) |" in critical
+    page = files.html.read_text()
+    assert "<th>statistically indistinguishable</th>" in page and "<td>70.0 [66.0–74.0]</td>" in page
+
+
+def test_the_pareto_plot_draws_interval_error_bars_and_marks_chance_level_rows():
+    from matplotlib.container import ErrorbarContainer
+
+    from test_selection_uncertainty import TIES, USELESS
+    from trustser.study.pareto import pareto_figure, set_aside_chance_level
+
+    rows = set_aside_chance_level([*TIES, USELESS], tuple(OBJECTIVES.values()))
+    fig = pareto_figure(rows, tuple(OBJECTIVES.values()))
+    first = fig.axes[0]  # performance vs privacy: both have intervals
+    bars = [c for c in first.containers if isinstance(c, ErrorbarContainer)]
+    assert bars and bars[0].has_xerr and bars[0].has_yerr
+    assert "chance level (set aside)" in [t.get_text() for t in first.get_legend().get_texts()]
+    assert "95 % intervals" in fig._suptitle.get_text()
+    plain = pareto_figure(ROWS, tuple(OBJECTIVES.values()))  # no intervals logged: no bars
+    assert not any(isinstance(c, ErrorbarContainer) for ax in plain.axes for c in ax.containers)
+
+
+def test_a_chance_level_radar_shows_safety_and_fairness_as_not_meaningful_rather_than_best():
+    from trustser.study.radar import radar_figure
+
+    values = {"performance": 0.25, "privacy": 0.5, "safety": 0.0, "fairness": 0.0, "sustainability": 1.0}
+    assert radar_scores(values)["safety"] == radar_scores(values)["fairness"] == 1.0  # the raw scores: "best"
+    fig = radar_figure({"useless": values}, "useless", chance_level={"useless"})
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[2] == "safety\n(not meaningful)" and ticks[3] == "fairness\n(not meaningful)"
+    assert ticks[0] == "performance"
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])  # drawn at 0, not 1
+    assert "n/m" in [t.get_text() for t in ax.texts]

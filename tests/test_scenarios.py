@@ -201,5 +201,31 @@ def test_cli_recommend_reads_a_front_file_and_prints_json(tmp_path):
     rec = json.loads(out.output)
     assert (rec["scenario"], rec["choice"], rec["runner_up"]) == ("cloud", "small", "wavlm")
     assert rec["reasons"] and rec["scores"][0]["label"] == "small"
+    assert rec["indistinguishable"] == [] and rec["excluded"] == []  # no intervals logged: only equal points tie
     out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--front", str(front)])
     assert out.exit_code == 0 and out.output.startswith("critical: wavlm  (runner-up: small)")
+
+
+def test_cli_recommend_json_carries_the_indistinguishable_candidates_and_the_set_aside_ones(tmp_path):
+    from trustser.cli import main
+    from test_selection_uncertainty import TIES, USELESS
+
+    front = tmp_path / "pareto.json"
+    front.write_text(front_to_json([*TIES, USELESS], tuple(OBJECTIVES.values()), study="hand"))
+    out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--front", str(front), "--json"])
+    assert out.exit_code == 0, out.output
+    rec = json.loads(out.output)
+    assert rec["choice"] == "wavlm" and rec["indistinguishable_on"] == ["performance", "safety"]
+    assert [t["label"] for t in rec["indistinguishable"]] == ["small"]
+    assert rec["indistinguishable"][0]["intervals"]["performance"] == \
+        {"value": 0.68, "ci_low": 0.64, "ci_high": 0.72, "interval": True}
+    assert rec["excluded"] == [{"label": "useless", "rule": "chance level",
+                                "why": "UAR 95 % interval [0.210, 0.290] does not clear chance 0.25"}]
+    # a floor: only wavlm's interval [0.66, 0.74] clears 0.65 (small's and base's reach below it)
+    out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--front", str(front), "--uar-floor", "0.65"])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("critical: wavlm\n") and "does not clear the stated floor 0.65" in out.output
+    only_useless = tmp_path / "useless.json"
+    only_useless.write_text(front_to_json([USELESS], tuple(OBJECTIVES.values())))
+    out = CliRunner().invoke(main, ["recommend", "--scenario", "edge", "--front", str(only_useless)])
+    assert out.exit_code == 2 and "no candidate is above chance 0.25" in out.output

@@ -421,11 +421,17 @@ def services_env(directory) -> None:
 @click.option("--study-name", default=None, help="Study whose Pareto front to choose from (default: the only one).")
 @click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///<cwd>/optuna.db).")
 @click.option("--front", "front_file", default=None, help="A pareto.json (logged with every study) instead of a study.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (scenario, choice, runner_up, reasons, ...).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON object (scenario, choice, runner_up, reasons, excluded, indistinguishable, ...).")
+@click.option("--uar-floor", default=None, type=click.FloatRange(0, 1),
+              help="Also set aside candidates whose UAR does not clear this floor (interval low end, or the point "
+                   "value without one); chance (0.25) is always the least bar.")
 @user_errors
-def recommend_command(scenario, study_name, storage, front_file, as_json) -> None:
-    """Pick a configuration from a study's Pareto front for a deployment scenario."""
-    from trustser.study.pareto import front_rows, load_front
+def recommend_command(scenario, study_name, storage, front_file, as_json, uar_floor) -> None:
+    """Pick a configuration from a study's Pareto front for a deployment scenario. Candidates not above chance are
+    set aside (listed with the reason); the reasons name the candidates statistically indistinguishable from the
+    pick on the scenario's high-priority axes."""
+    from trustser.study.pareto import load_front, set_aside_chance_level, study_objectives, study_rows
     from trustser.study.runner import open_study, resolve_study_name
     from trustser.study.scenarios import load_scenario, recommend
 
@@ -434,8 +440,10 @@ def recommend_command(scenario, study_name, storage, front_file, as_json) -> Non
         rows, _ = load_front(front_file)
     else:
         storage = _none_if_empty(storage)
-        rows = front_rows(open_study(storage, resolve_study_name(storage, _none_if_empty(study_name))))
-    rec = recommend(rows, chosen)
+        study = open_study(storage, resolve_study_name(storage, _none_if_empty(study_name)))
+        # the front without chance-level rows (those on Optuna's front stay, to be listed as set aside)
+        rows = [r for r in set_aside_chance_level(study_rows(study), study_objectives(study), uar_floor) if r.pareto]
+    rec = recommend(rows, chosen, uar_floor)
     if as_json:
         click.echo(json.dumps(rec.to_dict(), indent=1, default=str))
         return
@@ -455,8 +463,10 @@ def recommend_command(scenario, study_name, storage, front_file, as_json) -> Non
               help="Log the report and its figures under report/ of this MLflow run (default for a study: the "
                    "study's run; for --experiment: none).")
 @click.option("--no-log", is_flag=True, help="Do not log the report to MLflow.")
+@click.option("--uar-floor", default=None, type=click.FloatRange(0, 1),
+              help="Set aside rows whose UAR does not clear this floor, as well as those at chance (0.25).")
 @user_errors
-def report_command(study_name, storage, experiment, dataset, out_dir, title, log_run, no_log) -> None:
+def report_command(study_name, storage, experiment, dataset, out_dir, title, log_run, no_log, uar_floor) -> None:
     """Write the trust report (Table 4 layout, scenario picks, Pareto plot, radar charts) as HTML and Markdown, and
     log it to MLflow (a study's report to the study's run)."""
     import mlflow
@@ -476,7 +486,7 @@ def report_command(study_name, storage, experiment, dataset, out_dir, title, log
         rows, objectives, source = rows_from_study(_none_if_empty(study_name), _none_if_empty(storage))
         if run_id is None and not no_log:
             run_id = study_run_id(_none_if_empty(study_name), _none_if_empty(storage))
-    files = write_report(rows, out_dir, objectives, title=title, source=source)
+    files = write_report(rows, out_dir, objectives, title=title, source=source, uar_floor=uar_floor)
     click.echo(f"wrote {files.html} and {files.markdown} with {len(files.images)} figures")
     if run_id is None:
         return

@@ -7,7 +7,13 @@ Run:  trustser report --study-name quick --out reports/quick        (a study's c
 
 Rows come from a study (every completed configuration, the Pareto front flagged) or from MLflow: the parent runs of
 ``run_experiment`` (tag ``backbone``, no ``fold`` tag), the latest finished one per (backbone, dataset, weights,
-unfreeze_top). Rates are shown in percent as in the paper's Table 4. Radar normalisation: ``trustser.study.radar``.
+unfreeze_top). Rates are shown in percent as in the paper's Table 4, each with its 95 % interval where the run
+logged one (``90.1 [87.3–92.6]``: the mean over folds, then the speaker-level bootstrap interval over the pooled test
+predictions); the Pareto plot draws the same intervals as error bars. Radar normalisation: ``trustser.study.radar``.
+
+Uncertainty and chance (``trustser.study.uncertainty_rules``): rows whose UAR is not above chance are set aside —
+marked in the table, left out of the front and of every scenario pick, their radar's safety and fairness drawn as
+"not meaningful"; the scenario table names the candidates statistically indistinguishable from each pick.
 
 MLflow: ``write_report`` logs every file it wrote under ``report/`` of the active run, if there is one;
 ``log_report`` does the same for any run by id, finished or not (``trustser report --study-name`` logs to the
@@ -24,10 +30,11 @@ from pathlib import Path
 from typing import Sequence
 
 from trustser.errors import ConfigError, TrustserError
-from trustser.study.pareto import Candidate, non_dominated, pareto_figure
+from trustser.study.pareto import Candidate, non_dominated, pareto_figure, set_aside_chance_level
 from trustser.study.radar import radar_figure
 from trustser.study.scenarios import SHIPPED, Recommendation, load_scenario, recommend
 from trustser.study.space import OBJECTIVES, Objective
+from trustser.study.uncertainty_rules import CHANCE_MARGIN, CHANCE_UAR, has_interval, interval
 
 # (axis, column title, scale, format): Table 4's columns, performance first
 COLUMNS = (
@@ -130,8 +137,14 @@ def _slug(text: str) -> str:
 
 
 def _cell(row: Candidate, axis: str, scale: float, fmt: str) -> str:
+    """The value, then its 95 % interval where one was logged: ``90.1 [87.3–92.6]``."""
     v = row.value(axis)
-    return fmt.format(v * scale) if math.isfinite(v) else "–"
+    if not math.isfinite(v):
+        return "–"
+    if not has_interval(row, axis):
+        return fmt.format(v * scale)
+    low, high = interval(row, axis)
+    return f"{fmt.format(v * scale)} [{fmt.format(low * scale)}–{fmt.format(high * scale)}]"
 
 
 def _paper_gflops(row: Candidate) -> str:
@@ -141,20 +154,24 @@ def _paper_gflops(row: Candidate) -> str:
     return f"{spec.paper.gflops_6s:.1f}" if spec and spec.paper else "–"  # the paper's "GFLOPs" are MACs
 
 
-def _recommendations(rows: Sequence[Candidate], scenarios: Sequence[str]) -> dict[str, Recommendation | str]:
+def _recommendations(rows: Sequence[Candidate], scenarios: Sequence[str],
+                     uar_floor: float | None = None) -> dict[str, Recommendation | str]:
     front = [r for r in rows if r.pareto] or list(rows)
     out: dict[str, Recommendation | str] = {}
     for name in scenarios:
         try:
-            out[name] = recommend(front, load_scenario(name))
+            out[name] = recommend(front, load_scenario(name), uar_floor)
         except TrustserError as exc:
             out[name] = str(exc)
     return out
 
 
 def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Sequence[Objective] | None = None,
-                 title: str = "TrustSER report", source: str = "", scenarios: Sequence[str] = SHIPPED) -> ReportFiles:
-    """Write report.html, report.md and the PNG figures into ``out_dir``; log them if an MLflow run is active."""
+                 title: str = "TrustSER report", source: str = "", scenarios: Sequence[str] = SHIPPED,
+                 uar_floor: float | None = None) -> ReportFiles:
+    """Write report.html, report.md and the PNG figures into ``out_dir``; log them if an MLflow run is active.
+    Chance-level rows (or rows not above ``uar_floor``) are set aside: flagged, and the front recomputed without
+    them (``pareto.set_aside_chance_level``)."""
     import matplotlib.pyplot as plt
     import mlflow
 
@@ -163,8 +180,10 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
     objectives = tuple(objectives or OBJECTIVES.values())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = sorted(rows, key=lambda r: (not r.pareto, r.label))
+    rows = sorted(set_aside_chance_level(rows, objectives, uar_floor),
+                  key=lambda r: (not r.pareto, bool(r.excluded), r.label))
     front = [r for r in rows if r.pareto]
+    at_chance = {r.label for r in rows if r.excluded}
     images: list[Path] = []
 
     def save(fig, name: str) -> Path:
@@ -175,17 +194,19 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
         return path
 
     pareto_png = save(pareto_figure(rows, objectives, title + ": Pareto front"), "pareto.png")
-    recs = _recommendations(rows, scenarios)
+    recs = _recommendations(rows, scenarios, uar_floor)
     overlay_rows = front if 0 < len(front) <= MAX_OVERLAY else \
         list({r.choice.label: r.choice for r in recs.values() if isinstance(r, Recommendation)}.values()) or \
         rows[:MAX_OVERLAY]
-    overlay_png = save(radar_figure({r.label: r.values for r in overlay_rows}, "trust profiles (overlaid)"),
-                       "radar_overlay.png")
-    radars = [(r, save(radar_figure({r.label: r.values}, r.label), f"radar_{i:02d}_{_slug(r.label)}.png"))
+    overlay_png = save(radar_figure({r.label: r.values for r in overlay_rows}, "trust profiles (overlaid)",
+                                    chance_level=at_chance), "radar_overlay.png")
+    radars = [(r, save(radar_figure({r.label: r.values}, r.label, chance_level=at_chance),
+                       f"radar_{i:02d}_{_slug(r.label)}.png"))
               for i, r in enumerate((front or rows)[:MAX_RADARS])]
 
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(_html(title, source, rows, recs, pareto_png, overlay_png, radars, len(front or rows)))
+    html_path.write_text(_html(title, source, rows, recs, pareto_png, overlay_png, radars,
+                               sum(not r.excluded for r in front) if front else len(rows)))
     md_path.write_text(_markdown(title, source, rows, recs, pareto_png, overlay_png, radars))
     files = ReportFiles(html_path, md_path, images, recs)
     if mlflow.active_run() is not None:
@@ -197,29 +218,47 @@ NORMALISATION_NOTE = ("Radar axes are normalised to fixed ranges (1 = most trust
                       "privacy (1 − gender-probe accuracy)/0.5; safety 1 − ASR; fairness 1 − equality-of-odds gap; "
                       "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs). GFLOPs count FLOPs (2 × MACs); the "
                       "paper's Table 4 column, shown beside ours, counts MACs.")
-RULE_NOTE = ("Scenario rule: hard limits first; then each axis min–max normalised over the Pareto candidates "
-             "(1 = best), weighted high=3, medium=2, low=1; ties by the higher-priority axes, then by name.")
+RULE_NOTE = ("Scenario rule: candidates not above chance set aside, then hard limits; then each axis min–max "
+             "normalised over the Pareto candidates (1 = best), weighted high=3, medium=2, low=1; ties by the "
+             "higher-priority axes, then by name. 'Statistically indistinguishable': the candidates whose 95 % "
+             "intervals overlap the pick's on every high-priority axis (or the highest level the scenario has); "
+             "the data do not separate them from the pick.")
+INTERVAL_NOTE = ("Cells: the mean over folds, then [the speaker-level bootstrap 95 % interval over the pooled test "
+                 f"predictions] where the run logged one. A row whose UAR interval does not clear chance "
+                 f"({CHANCE_UAR:g}; without an interval, a UAR within {CHANCE_MARGIN:g} of it) is set aside: it is "
+                 "trivially fair and unattackable, so it is left out of the front and the picks, and its radar shows "
+                 "safety and fairness as not meaningful.")
 
 
 def _table_rows(rows: Sequence[Candidate]) -> list[list[str]]:
     out = []
     for r in rows:
         where = f"trial {r.trial}" if r.trial is not None else (r.mlflow_run_id or "")[:8]
-        out.append([r.label, *(_cell(r, a, s, f) for a, _, s, f in COLUMNS), _paper_gflops(r),
-                    "yes" if r.pareto else "", where])
+        pareto = ("set aside" if r.excluded else "yes") if r.pareto else ""
+        out.append([r.label, *(_cell(r, a, s, f) for a, _, s, f in COLUMNS), _paper_gflops(r), pareto,
+                    r.excluded or "", where])
     return out
 
 
-HEADER = ["configuration", *(c[1] for c in COLUMNS), "paper Table 4 (GMACs)", "Pareto", "source"]
+HEADER = ["configuration", *(c[1] for c in COLUMNS), "paper Table 4 (GMACs)", "Pareto", "set aside (why)", "source"]
+REC_HEADER = ["scenario", "priorities", "choice", "runner-up", "statistically indistinguishable", "paper's pick",
+              "reasons"]
 
 
 def _rec_cells(name: str, rec: Recommendation | str) -> list[str]:
     scenario = load_scenario(name)
     priorities = ", ".join(f"{a} {lvl}" for a, lvl in scenario.priorities)
     if isinstance(rec, str):
-        return [name, priorities, "–", "–", scenario.paper_pick or "", rec]
-    return [name, priorities, rec.choice.label, rec.runner_up.label if rec.runner_up else "–",
+        return [name, priorities, "–", "–", "–", scenario.paper_pick or "", rec]
+    ties = (f"{', '.join(rec.indistinguishable)} (on {', '.join(rec.decisive_axes)})" if rec.indistinguishable
+            else "none" if rec.runner_up else "–")
+    return [name, priorities, rec.choice.label, rec.runner_up.label if rec.runner_up else "–", ties,
             scenario.paper_pick or "", "; ".join(rec.reasons)]
+
+
+def _set_aside_text(rows: Sequence[Candidate]) -> str:
+    n = sum(1 for r in rows if r.excluded)
+    return f"; {n} set aside as not above chance" if n else ""
 
 
 def _html(title, source, rows, recs, pareto_png, overlay_png, radars, n_front) -> str:
@@ -240,13 +279,14 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}} td:first-child,t
 figure{{display:inline-block;margin:4px}} img{{max-width:100%}}</style></head>
 <body>
 <h1>{e(title)}</h1>
-<p>Source: {e(source)}. {len(rows)} configuration(s), {n_front} on the Pareto front. Lower is better for every
-column except UAR.</p>
+<p>Source: {e(source)}. {len(rows)} configuration(s), {n_front} on the Pareto front{e(_set_aside_text(rows))}.
+Lower is better for every column except UAR.</p>
 <h2>Trust metrics (Table 4 layout)</h2>
+<p>{e(INTERVAL_NOTE)}</p>
 {table(HEADER, _table_rows(rows))}
 <h2>Scenario picks</h2>
 <p>{e(RULE_NOTE)}</p>
-{table(["scenario", "priorities", "choice", "runner-up", "paper's pick", "reasons"], rec_rows)}
+{table(REC_HEADER, rec_rows)}
 <h2>Pareto front</h2>
 <img src="{e(pareto_png.name)}" alt="Pareto front">
 <h2>Trust profiles</h2>
@@ -263,10 +303,9 @@ def _markdown(title, source, rows, recs, pareto_png, overlay_png, radars) -> str
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                           *("| " + " | ".join(row) + " |" for row in esc)])
 
-    lines = [f"# {title}", "", f"Source: {source}.", "", "## Trust metrics (Table 4 layout)", "",
-             table(HEADER, _table_rows(rows)), "", "## Scenario picks", "", RULE_NOTE, "",
-             table(["scenario", "priorities", "choice", "runner-up", "paper's pick", "reasons"],
-                   [_rec_cells(n, r) for n, r in recs.items()]), "",
+    lines = [f"# {title}", "", f"Source: {source}. {len(rows)} configuration(s){_set_aside_text(rows)}.", "", "## Trust metrics (Table 4 layout)",
+             "", INTERVAL_NOTE, "", table(HEADER, _table_rows(rows)), "", "## Scenario picks", "", RULE_NOTE, "",
+             table(REC_HEADER, [_rec_cells(n, r) for n, r in recs.items()]), "",
              "## Pareto front", "", f"![Pareto front]({pareto_png.name})", "", "## Trust profiles", "",
              NORMALISATION_NOTE, "", f"![radar overlay]({overlay_png.name})", ""]
     lines += [f"![{r.label}]({p.name})" for r, p in radars]

@@ -11,16 +11,20 @@ clipped to [0, 1]; rates are fractions, not percent):
                                              counts FLOPs = 2 × MACs, about 5–84 over the registry; the paper's
                                              Table 4 figures, 2.3–41.7, are MACs)
 
-A missing axis is drawn at 0 and its label says "n/a".
+A missing axis is drawn at 0 and its label says "n/a". A chance-level candidate (``chance_level`` labels: its UAR
+is not above chance, ``trustser.study.uncertainty_rules.chance_level``) answers the same whatever the speaker or the
+noise, so its perfect safety and fairness are no achievement: those axes are drawn at 0 with a cross, annotated
+"n/m", and labelled "not meaningful" (in an overlay: its profile dashed and hatched), never as best.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Collection, Mapping
+
+from trustser.study.uncertainty_rules import CHANCE_UAR, MEANINGLESS_AT_CHANCE
 
 AXES = ("performance", "privacy", "safety", "fairness", "sustainability")
-CHANCE_UAR = 0.25  # 4 emotion classes
 CHANCE_GENDER = 0.5
 GFLOPS_DECADES = (0.0, 2.0)  # log10 range: 1 to 100 GFLOPs
 
@@ -51,9 +55,10 @@ def radar_scores(values: Mapping[str, float]) -> dict[str, float]:
     return {axis: radar_score(axis, values.get(axis)) for axis in AXES}
 
 
-def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trust profile", max_legend: int = 10):
+def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trust profile", max_legend: int = 10,
+                 chance_level: Collection[str] = ()):
     """One radar with every profile overlaid (raw axis values in, normalised here); a single profile is also
-    annotated with its scores."""
+    annotated with its scores. Profiles named in ``chance_level`` get safety and fairness "not meaningful"."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,23 +71,41 @@ def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trus
     ax.set_theta_offset(math.pi / 2)  # performance on top, the axes clockwise
     ax.set_theta_direction(-1)
     missing = set()
+    meaningless = set()
     colors = plt.get_cmap("tab10")
     for i, (label, values) in enumerate(profiles.items()):
         scores = radar_scores(values)
         missing |= {a for a, s in scores.items() if math.isnan(s)}
-        r = [0.0 if math.isnan(scores[a]) else scores[a] for a in AXES]
+        at_chance = label in chance_level
+        blank = set(MEANINGLESS_AT_CHANCE) if at_chance else set()
+        meaningless |= blank
+        r = [0.0 if math.isnan(scores[a]) or a in blank else scores[a] for a in AXES]
         color = colors(i % 10)
-        ax.plot(angles + angles[:1], r + r[:1], color=color, linewidth=1.4,
-                label=label if i < max_legend else None)
-        ax.fill(angles + angles[:1], r + r[:1], color=color, alpha=0.12)
+        legend = f"{label} (chance level: safety, fairness not meaningful)" if at_chance else label
+        ax.plot(angles + angles[:1], r + r[:1], color=color, linewidth=1.4, linestyle="--" if at_chance else "-",
+                label=legend if i < max_legend else None)
+        ax.fill(angles + angles[:1], r + r[:1], color=color, alpha=0.12, hatch="//" if at_chance else None)
+        for angle, a in zip(angles, AXES):
+            if a in blank:
+                ax.plot([angle], [0.0], marker="x", color=color, markersize=9, markeredgewidth=2)
         if len(profiles) == 1:
-            for angle, s in zip(angles, r):
-                ax.annotate(f"{s:.2f}", (angle, s), fontsize=7, xytext=(2, 2), textcoords="offset points")
-    ax.set_xticks(angles, [a + (" (n/a)" if a in missing else "") for a in AXES], fontsize=8)
+            for angle, s, a in zip(angles, r, AXES):
+                ax.annotate("n/m" if a in blank else f"{s:.2f}", (angle, s), fontsize=7, xytext=(2, 2),
+                            textcoords="offset points")
+    ax.set_xticks(angles, [_tick(a, a in missing, a in meaningless, len(profiles) > 1) for a in AXES], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["", "0.5", "", "1"], fontsize=6)
-    ax.set_title(title, fontsize=9, pad=14)
+    single_at_chance = len(profiles) == 1 and meaningless
+    ax.set_title(title + ("\nchance-level UAR: safety and fairness not meaningful" if single_at_chance else ""),
+                 fontsize=9, pad=14)
     if len(profiles) > 1:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.12, right=0.88, top=0.86, bottom=0.22 if len(profiles) > 1 else 0.08)
+    fig.subplots_adjust(left=0.12, right=0.88, top=0.82 if single_at_chance else 0.86,
+                        bottom=0.22 if len(profiles) > 1 else 0.08)
     return fig
+
+
+def _tick(axis: str, missing: bool, meaningless: bool, overlay: bool) -> str:
+    if meaningless:
+        return axis + ("\n(dashed: not meaningful)" if overlay else "\n(not meaningful)")
+    return axis + (" (n/a)" if missing else "")

@@ -6,6 +6,10 @@ fields are listed in ``LIMIT_FIELDS``).
 
 The rule (``recommend``), deterministic for a given set of candidates:
 
+0. Chance rule: drop every candidate whose UAR is not above chance (its 95 % interval does not clear 0.25, or
+   with no interval its point UAR is within 0.02 of it), or not above a stated ``uar_floor``
+   (``trustser.study.uncertainty_rules.chance_level``): a classifier at chance is trivially fair and unattackable.
+   If that leaves nothing, the study learned nothing, and ``NoCandidateError`` says so.
 1. Hard limits: drop every candidate that breaks a limit, or lacks the limited metric ("not measured").
 2. Normalise each axis over the candidates left, min–max and direction-aware: 1 = the best value among them,
    0 = the worst (``(v − worst) / (best − worst)``; an axis where all are equal gives 1 to all).
@@ -16,6 +20,10 @@ The rule (``recommend``), deterministic for a given set of candidates:
    then to the label in alphabetical order.
 5. Reasons: the score of choice and runner-up, then the axes with the largest weighted differences between them
    (where the choice wins, and where the runner-up would have been better).
+6. Uncertainty: the candidates statistically indistinguishable from the choice on the decisive axes (the
+   high-priority ones; with none, the highest level present) — their 95 % intervals overlap the choice's on each
+   (``uncertainty_rules.indistinguishable``) — are named in the reasons and in ``Recommendation.indistinguishable``:
+   the pick among them is decided by the point values and the lower-priority axes, not by the data.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from typing import Any, Mapping, Sequence
 from trustser.errors import ConfigError, TrustserError
 from trustser.study.pareto import Candidate
 from trustser.study.space import OBJECTIVES
+from trustser.study.uncertainty_rules import (CHANCE_UAR, LEVEL, chance_level, indistinguishable, interval_keys,
+                                              interval_record, missing_intervals)
 
 AXES = tuple(OBJECTIVES)  # performance, privacy, safety, fairness, sustainability
 WEIGHTS = {"high": 3, "medium": 2, "low": 1, "ignore": 0}
@@ -50,7 +60,7 @@ TOP_LEVEL = ("name", "description", "priorities", "limits", "paper_pick")
 
 
 class NoCandidateError(TrustserError):
-    """No configuration satisfies a scenario's hard limits."""
+    """No configuration is above chance and satisfies a scenario's hard limits."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,15 @@ class Scenario:
         return sorted((a for a, lvl in self.priorities if WEIGHTS[lvl] > 0),
                       key=lambda a: (-WEIGHTS[dict(self.priorities)[a]], AXES.index(a)))
 
+    def decisive_axes(self, axes: Sequence[str] | None = None) -> list[str]:
+        """The axes (of ``axes``, default all weighted ones) at the highest priority level present among them:
+        the high-priority ones, or with none, the medium ones, ... — those the indistinguishable rule compares."""
+        axes = self.priority_order() if axes is None else [a for a in self.priority_order() if a in axes]
+        if not axes:
+            return []
+        top = self.weight(axes[0])
+        return [a for a in axes if self.weight(a) == top]
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -78,15 +97,28 @@ class Recommendation:
     runner_up: Candidate | None
     reasons: tuple[str, ...]
     scores: tuple[tuple[str, float], ...]  # (label, score), best first
-    excluded: tuple[tuple[str, str], ...] = ()  # (label, why), by the hard limits
+    excluded: tuple[tuple[str, str], ...] = ()  # (label, why), by the chance rule, then the hard limits
     normalised: dict[str, dict[str, float]] = field(default_factory=dict)  # label -> axis -> [0, 1]
+    indistinguishable: tuple[str, ...] = ()  # labels tied with the choice on the decisive axes, best score first
+    decisive_axes: tuple[str, ...] = ()  # the axes the indistinguishable rule compared
+    chance_level: tuple[str, ...] = ()  # the labels in ``excluded`` set aside by the chance rule
+    intervals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # label -> axis -> interval record
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready. ``indistinguishable``: one object per tied candidate (best score first), ``{"label",
+        "intervals": {axis: {"value", "ci_low", "ci_high", "interval"}}}`` over the scored axes (``interval`` false:
+        none logged, the point value stands in); ``indistinguishable_on``: the decisive axes compared; the choice's
+        own intervals in ``choice_intervals``; ``excluded[].rule``: "chance level" or "hard limit"."""
         return {
             "scenario": self.scenario, "choice": self.choice.label,
             "runner_up": self.runner_up.label if self.runner_up else None, "reasons": list(self.reasons),
             "scores": [{"label": l, "score": s} for l, s in self.scores],
-            "excluded": [{"label": l, "why": w} for l, w in self.excluded],
+            "excluded": [{"label": l, "why": w, "rule": "chance level" if l in self.chance_level else "hard limit"}
+                         for l, w in self.excluded],
+            "indistinguishable": [{"label": l, "intervals": self.intervals.get(l, {})}
+                                  for l in self.indistinguishable],
+            "indistinguishable_on": list(self.decisive_axes),
+            "choice_intervals": self.intervals.get(self.choice.label, {}),
             "choice_detail": self.choice.to_dict(),
             "runner_up_detail": self.runner_up.to_dict() if self.runner_up else None,
         }
@@ -190,17 +222,30 @@ def normalise(candidates: Sequence[Candidate], axes: Sequence[str]) -> dict[str,
     return out
 
 
-def recommend(front_rows: Sequence[Candidate], scenario: Scenario) -> Recommendation:
-    """Pick a configuration for ``scenario`` from ``front_rows`` by the rule in the module docstring."""
+def recommend(front_rows: Sequence[Candidate], scenario: Scenario, uar_floor: float | None = None) -> Recommendation:
+    """Pick a configuration for ``scenario`` from ``front_rows`` by the rule in the module docstring; ``uar_floor``
+    raises the chance rule's bar (see ``uncertainty_rules.chance_level``)."""
     if not front_rows:
         raise NoCandidateError(f"scenario {scenario.name}: no candidates (is the study empty?)")
     labels = [c.label for c in front_rows]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"scenario {scenario.name}: candidate labels must be unique, got {labels}")
-    excluded, candidates = [], []
+    chance = [(c.label, why) for c in front_rows for why in [chance_level(c, uar_floor)] if why]
+    if len(chance) == len(front_rows):
+        if all(chance_level(c) for c in front_rows):
+            raise NoCandidateError(
+                f"scenario {scenario.name}: no candidate is above chance {CHANCE_UAR:g}: the study's models learned "
+                f"nothing usable, and their safety and fairness mean nothing ({_listed(chance, 5)})")
+        raise NoCandidateError(f"scenario {scenario.name}: no candidate clears the UAR floor {uar_floor:g} "
+                               f"({_listed(chance, 5)})")
+    set_aside = {l for l, _ in chance}
+    limited, candidates = [], []
     for c in front_rows:
+        if c.label in set_aside:
+            continue
         why = _limit_failure(c, scenario.limits)
-        (excluded.append((c.label, why)) if why else candidates.append(c))
+        (limited.append((c.label, why)) if why else candidates.append(c))
+    excluded = chance + limited
     if not candidates:
         details = "; ".join(f"{l}: {w}" for l, w in excluded[:5])
         raise NoCandidateError(f"scenario {scenario.name}: no candidate meets the limits "
@@ -220,14 +265,47 @@ def recommend(front_rows: Sequence[Candidate], scenario: Scenario) -> Recommenda
     ranked = sorted(candidates, key=rank_key)
     choice = ranked[0]
     runner_up = ranked[1] if len(ranked) > 1 else None
+    decisive = scenario.decisive_axes(axes)
+    ties = indistinguishable(choice, ranked[1:], decisive)
     reasons = _reasons(scenario, choice, runner_up, axes, norm, scores, total)
+    if runner_up is not None:
+        reasons.append(_tie_reason(scenario, ranked, ties, decisive))
     if unmeasured:
         reasons.append(f"not considered (not measured for every candidate): {', '.join(unmeasured)}")
-    if excluded:
-        reasons.append(f"excluded by the hard limits: {len(excluded)} of {len(front_rows)} "
-                       f"({'; '.join(f'{l}: {w}' for l, w in excluded[:3])}{' ...' if len(excluded) > 3 else ''})")
+    if chance:
+        reasons.append(f"set aside as not above chance (a model at chance is trivially fair and unattackable): "
+                       f"{len(chance)} of {len(front_rows)} ({_listed(chance)})")
+    if limited:
+        reasons.append(f"excluded by the hard limits: {len(limited)} of {len(front_rows)} ({_listed(limited)})")
     return Recommendation(scenario.name, choice, runner_up, tuple(reasons),
-                          tuple((c.label, scores[c.label]) for c in ranked), tuple(excluded), norm)
+                          tuple((c.label, scores[c.label]) for c in ranked), tuple(excluded), norm,
+                          indistinguishable=tuple(c.label for c in ties), decisive_axes=tuple(decisive),
+                          chance_level=tuple(l for l, _ in chance),
+                          intervals={c.label: interval_record(c, axes) for c in ranked})
+
+
+def _listed(pairs: Sequence[tuple[str, str]], first: int = 3) -> str:
+    return "; ".join(f"{l}: {w}" for l, w in pairs[:first]) + (" ..." if len(pairs) > first else "")
+
+
+def _tie_reason(scenario: Scenario, ranked: Sequence[Candidate], ties: Sequence[Candidate],
+                decisive: Sequence[str]) -> str:
+    levels = dict(scenario.priorities)
+    on = ", ".join(f"{a} ({levels[a]})" for a in decisive)
+    counted = [a for a in decisive if interval_keys(a) is None]
+    how = f" ({LEVEL} intervals overlap on each)" if len(counted) < len(decisive) else ""
+    if ties:
+        text = (f"statistically indistinguishable from the pick on {on}{how}: "
+                f"{', '.join(c.label for c in ties)} — treat as a tie")
+    else:
+        text = f"no other candidate is statistically indistinguishable from the pick on {on}"
+    if counted:
+        text += f"; {', '.join(counted)} is counted, not sampled: only equal values tie"
+    lacking = missing_intervals(ranked, decisive)
+    if lacking:
+        text += (f"; no interval logged for {', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''}: "
+                 f"point values compared there")
+    return text
 
 
 def _fmt(axis: str, v: float) -> str:
