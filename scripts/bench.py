@@ -9,6 +9,10 @@ What it measures, each in the same process and run (so ratios compare like with 
 1. cache vs recompute: 30 epochs of head training over one EmoDB fold from cached features against the naive way
    (the frozen backbone run on every training and validation clip in every epoch, as the reference code does);
    the naive path is timed for a few epochs and scaled linearly to 30 (stated in the output).
+   Beside it, one head training step (the hot path of head training and the privacy probes; printed under 6):
+   its feature read rate (cached feature bytes of the step, each once / step time) against the memory copy
+   bandwidth measured in the same run with the same threads (a 256 MiB torch copy), read rate against read rate:
+   how far the step is from the memory limit (conventions: ``bench_measure.COPY_CONVENTION``, also in the JSON).
 2. Whisper on the true length (6 s -> 300 encoder positions) against a 30 s zero-padded window (1500): time and FLOPs.
 3. extraction efficiency: achieved FLOP/s of backbone extraction (calflops' complete count, fitted as a quadratic in
    clip length and summed over the clips) as a fraction of the measured dense fp32 matmul FLOP/s; 1 vs 2 threads,
@@ -45,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules b
 
 from bench_measure import (  # noqa: E402
     attack_cost, cache_vs_recompute, cold_extract, extraction_study, feature_difference, fit_flops, head_step,
-    load_average, load_emodb, machine_info, measure_matmul, study_ids, test_uars, time_compute,
+    load_average, load_emodb, machine_info, measure_matmul, memory_copy, study_ids, test_uars, time_compute,
     whisper_padding,
 )
 from bench_sweep import extrapolate, run_sweep  # noqa: E402
@@ -77,6 +81,8 @@ class Settings:
     attack_clips: int = 16
     matmul_n: int = 2048
     matmul_repeats: int = 5
+    copy_mib: int = 256  # memory copy bandwidth: buffer size (far beyond the caches) and repeats, best taken
+    copy_repeats: int = 5
     pad_repeats: int = 3
     flops_seconds: tuple[float, ...] = (2.0, 4.0, 6.0)  # quadratic fit of FLOPs per clip; checked at 3 s
     sweep_backbone: str = "whisper_base"
@@ -98,9 +104,10 @@ PRESETS: dict[str, Settings] = {
                      epochs=2, naive_epochs=1, uar_folds=1, precision_rounds=1, seed_reference=False,
                      compare_stride=1, study_clips=4, study_repeats=1,
                      batch_sizes=(1, 2), processes=False, attack_clips=2, matmul_n=256, matmul_repeats=2,
+                     copy_mib=64, copy_repeats=2,
                      pad_repeats=1, sweep_backbone="whisper_tiny", sweep_folds="1", sweep_cold=True,
                      sweep_overrides={"random_init": True, "epochs": 1, "max_attack_clips": 2, "probe_epochs": 1,
-                                      "probe_min_steps": 0, "measure_cost": False, "sweep_snrs": [45.0]},
+                                      "schedule": "paper", "measure_cost": False, "sweep_snrs": [45.0]},
                      clip_limit=2),
 }
 
@@ -191,7 +198,9 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
             del other
         log(f"  {name}: {compare[name]['speedup_warm']:.1f}x")
     results["cache_vs_recompute"] = compare
-    results["head_step"] = head_step(fp32_store.in_float32(), corpus.labels, list(fold.train))
+    log("memory copy bandwidth and head training step")
+    results["memory_copy"] = copy = memory_copy(settings.copy_mib, settings.copy_repeats, chosen)
+    results["head_step"] = with_bandwidth(head_step(fp32_store.in_float32(), corpus.labels, list(fold.train)), copy)
     loads["after_cache"] = load_average()
 
     if backbone.spec.family == "whisper":
@@ -262,6 +271,8 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
         "fp32_gflops_per_s"]
     frames_per_second = float(sum(sweep["clip_frames"].values()) / clip_s.sum())
     sweep.pop("clip_seconds"), sweep.pop("clip_frames")
+    if sweep.get("head_step_in_pipeline_process"):  # another process, same machine and threads: same copy figure
+        with_bandwidth(sweep["head_step_in_pipeline_process"], copy)
     results["sweep"] = sweep
     results["extrapolation"] = extrapolate(sweep, sweep_flops, frames_per_second, spec.num_hidden_states,
                                            spec.hidden_size, TRAINING_FP32_BUDGET, extract_rate)
@@ -270,6 +281,13 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     results["bench_wall_s"] = time.perf_counter() - started
     results.update(headline(results))
     return results
+
+
+def with_bandwidth(step: dict[str, Any], copy: Mapping[str, Any]) -> dict[str, Any]:
+    """Adds to a ``head_step`` result its read rate as a fraction of the copy's read rate (read vs read, see
+    ``bench_measure.COPY_CONVENTION``)."""
+    step["bandwidth_fraction"] = step["read_gbps"] / copy["read_gbps"]
+    return step
 
 
 def headline(r: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +307,12 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "matmul_gflops_bf16": r["matmul"]["bf16_peak_gflops"],
         "fgsm_vs_forward": r["attack"]["fgsm_sweep_vs_forward"],
         "sweep_wall_s": r["sweep"]["wall_s"],
+        "head_step_feature_bytes": r["head_step"]["feature_bytes"],
+        "head_step_read_gbps": r["head_step"]["read_gbps"],
+        "memory_copy_gbps": r["memory_copy"]["copy_gbps"],
+        "memory_copy_read_gbps": r["memory_copy"]["read_gbps"],
+        "head_step_bandwidth_fraction": r["head_step"]["bandwidth_fraction"],
+        "head_step_bandwidth_convention": r["memory_copy"]["convention"],
     }
     out["targets"] = {
         "cache_speedup >= 20": out["cache_speedup"] >= 20,
@@ -363,6 +387,16 @@ def format_table(r: dict[str, Any]) -> str:
             lines.append(f"   head training step, {h['clips']} clips, {where}: package (layer sum per clip) "
                          f"{h['package_step_s'] * 1e3:.0f} ms, concatenate first {h['concat_first_step_s'] * 1e3:.0f}"
                          f" ms -> {h['speedup']:.2f}x (logits differ by {h['logits_max_abs_diff']:.1e})")
+            if "read_gbps" in h:
+                lines.append(f"     reads {h['feature_bytes'] / 1e6:.0f} MB of {h.get('feature_dtype', '?')} "
+                             f"features a step: {h['read_gbps']:.2f} GB/s"
+                             + (f" = {100 * h['bandwidth_fraction']:.0f} % of the memory copy's read rate"
+                                if "bandwidth_fraction" in h else ""))
+    if "memory_copy" in r:
+        c = r["memory_copy"]
+        lines.append(f"   memory copy ({c['bytes'] // 2**20} MiB torch copy, {c['threads']} thread(s), best of "
+                     f"{c['repeats']}): {c['copy_gbps']:.1f} GB/s read + write = {c['read_gbps']:.1f} GB/s read "
+                     f"(step bytes counted once, read only)")
     lines.append("   estimate for the method's corpora (see assumptions in the JSON):")
     for name, c in r["extrapolation"]["corpora"].items():
         st_ = c["stages_s"]

@@ -127,6 +127,25 @@ def measure_matmul(n: int, repeats: int, thread_options: Sequence[int]) -> dict[
     return out
 
 
+# --------------------------------------------------------------------------------------------- memory copy
+COPY_CONVENTION = (
+    "memory_copy_gbps counts a copy's read + write traffic (2 x bytes copied per second, STREAM Copy convention); "
+    "memory_copy_read_gbps = memory_copy_gbps / 2 is the rate at which the copy reads memory. head_step_read_gbps "
+    "counts the cached feature bytes of one training step once each, read only (the compulsory minimum: the "
+    "backward reads them again for the layer-weight gradient, not counted). head_step_bandwidth_fraction = "
+    "head_step_read_gbps / memory_copy_read_gbps: read rate against read rate. 1 GB = 1e9 bytes.")
+
+
+def memory_copy(mib: int, repeats: int, num_threads: int) -> dict[str, Any]:
+    """Memory copy bandwidth (``trustser.bandwidth.measure_copy_bandwidth``) with ``num_threads`` torch threads."""
+    from trustser.bandwidth import measure_copy_bandwidth
+
+    with threads(num_threads):
+        copy = measure_copy_bandwidth(mib * 2**20, repeats)
+    return {"bytes": mib * 2**20, "repeats": repeats, "threads": num_threads, "copy_gbps": copy,
+            "read_gbps": copy / 2, "convention": COPY_CONVENTION}
+
+
 # ------------------------------------------------------------------------------------------------------ FLOPs
 @dataclass(frozen=True)
 class FlopsModel:
@@ -383,7 +402,7 @@ def cache_vs_recompute(name: str, backbone, source, corpus: Corpus, cache: Path,
     t0 = time.perf_counter()
     fp32 = store.in_float32()
     to_fp32_s = time.perf_counter() - t0
-    config = TrainConfig(epochs=epochs)
+    config = TrainConfig(schedule="paper", epochs=epochs)
     t0 = time.perf_counter()
     train_head(fp32, corpus.labels, train_ids, val_ids, NUM_CLASSES, config)
     cached_s = time.perf_counter() - t0
@@ -426,9 +445,12 @@ def concat_first(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
 def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int = 5) -> dict[str, Any]:
     """One training step (forward + backward, batch of 64 cached clips) of the package's head (layer sum per clip,
     then concatenation) against the concatenate-first way it replaced; the step that head training and both
-    privacy probes repeat thousands of times."""
+    privacy probes repeat thousands of times. ``feature_bytes`` is what the step must read of the cached features
+    (each byte once, in the dtype they are held in: ``trustser.bandwidth.head_step_bytes``); ``read_gbps`` is that
+    over the package step's time."""
     import torch.nn.functional as F
 
+    from trustser.bandwidth import GB, head_step_bytes
     from trustser.head import EmotionHead
 
     clips = [store[i] for i in ids[:64]]
@@ -445,8 +467,11 @@ def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int
     before = best_time(step(lambda c: concat_first(head, c)), repeats)
     with torch.no_grad():
         diff = float((head.forward_clips(clips) - concat_first(head, clips)).abs().max())
+    nbytes = head_step_bytes(clips)
     return {"clips": len(clips), "frames": int(sum(c.shape[1] for c in clips)), "package_step_s": package,
-            "concat_first_step_s": before, "speedup": before / package, "logits_max_abs_diff": diff}
+            "concat_first_step_s": before, "speedup": before / package, "logits_max_abs_diff": diff,
+            "feature_dtype": str(clips[0].dtype).removeprefix("torch."), "feature_bytes": nbytes,
+            "read_gbps": nbytes / package / GB}
 
 
 # ------------------------------------------------------------------------------------------ Whisper padding
@@ -497,7 +522,7 @@ def test_uars(store, corpus: Corpus, folds: Sequence[Any], epochs: int, seed: in
     scores, first_head = [], None
     for fold in folds:
         result = train_head(store, corpus.labels, list(fold.train), list(fold.validation), NUM_CLASSES,
-                            TrainConfig(epochs=epochs, seed=seed))
+                            TrainConfig(schedule="paper", epochs=epochs, seed=seed))
         y_true = np.array([corpus.labels[c] for c in fold.test])
         scores.append(uar(y_true, predict(result.head, store, list(fold.test)), NUM_CLASSES))
         first_head = result.head if first_head is None else first_head

@@ -125,12 +125,16 @@ def sweep_child(spec_path: str) -> None:
         return max(cfg.epochs, -(-cfg.min_steps // steps))
 
     work = {"train_frame_epochs": 0, "probe_frame_epochs": 0, "test_audio_s": 0.0, "extract_audio_s": 0.0}
-    for fold in folds:
+    for fold, done in zip(folds, result.folds):
+        # epochs actually trained (the converge schedule stops early), else what the schedule fixes
+        ran = done.metrics
         tr, va = sum(frames[c] for c in fold.train), sum(frames[c] for c in fold.validation)
-        work["train_frame_epochs"] += epochs_for(len(fold.train), train) * (tr + va)
-        work["probe_frame_epochs"] += epochs_for(len(fold.train), probe) * (tr + va)
+        work["train_frame_epochs"] += int(ran.get("epochs_run", epochs_for(len(fold.train), train))) * (tr + va)
+        work["probe_frame_epochs"] += int(ran.get("privacy_gender_epochs_run", epochs_for(len(fold.train), probe))) \
+            * (tr + va)
         s_train, s_val, _ = within_speaker_split(list(fold.train), index.clips)
-        work["probe_frame_epochs"] += epochs_for(len(s_train), probe) * sum(frames[c] for c in (*s_train, *s_val))
+        work["probe_frame_epochs"] += int(ran.get("privacy_speaker_epochs_run", epochs_for(len(s_train), probe))) \
+            * sum(frames[c] for c in (*s_train, *s_val))
         test = list(fold.test)
         chosen = ex.attack_subset(test, trust.max_attack_clips)
         work["test_audio_s"] += sum(seconds[test[i]] for i in chosen)

@@ -57,7 +57,7 @@ def check_one(backbone: str, random_init: bool, data_root: Path, work: Path) -> 
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow_cli), "run", str(REPO), "-P", f"backbone={backbone}", "-P", "dataset=emodb",
                "-P", f"data_root={data_root}", "-P", f"random_init={'true' if random_init else 'false'}",
-               "-P", "folds=1", "-P", "epochs=1", "--env-manager", "local"]
+               "-P", "folds=1", "-P", "schedule=paper", "-P", "epochs=1", "--env-manager", "local"]
     t0 = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=store)
     wall = time.perf_counter() - t0

@@ -21,7 +21,8 @@ HEADLINE = ("cache_speedup", "whisper_pad_flops_ratio", "whisper_pad_time_ratio"
             "bf16_speedup", "bf16_uar_delta", "matmul_gflops", "matmul_gflops_bf16")
 POSITIVE = ("cache_speedup", "cache_speedup_incl_cold_extraction", "whisper_pad_flops_ratio", "whisper_pad_time_ratio",
             "extraction_peak_fraction", "extraction_peak_fraction_best_config", "bf16_speedup", "matmul_gflops",
-            "matmul_gflops_bf16", "fgsm_vs_forward", "sweep_wall_s")
+            "matmul_gflops_bf16", "fgsm_vs_forward", "sweep_wall_s", "head_step_feature_bytes", "head_step_read_gbps",
+            "memory_copy_gbps", "memory_copy_read_gbps", "head_step_bandwidth_fraction")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,14 @@ def test_tiny_run_prints_one_json_object_with_every_headline_ratio(bench, mini_e
     assert math.isfinite(result["bf16_uar_delta"]) and abs(result["bf16_uar_delta"]) <= 1
     assert 0 < result["extraction_peak_fraction"] < 5  # a fraction of a measured peak; loose: peaks are noisy
     assert set(result["targets"]) and all(isinstance(v, bool) for v in result["targets"].values())
+    assert result["memory_copy_read_gbps"] == pytest.approx(result["memory_copy_gbps"] / 2)
+    assert result["head_step_bandwidth_fraction"] == pytest.approx(
+        result["head_step_read_gbps"] / result["memory_copy_read_gbps"])
+    assert "read + write" in result["head_step_bandwidth_convention"]
+    step = result["head_step"]
+    assert step["feature_dtype"] == "float32" and step["feature_bytes"] == result["head_step_feature_bytes"]
+    assert step["read_gbps"] == pytest.approx(step["feature_bytes"] / step["package_step_s"] / 1e9)
+    assert positive_finite(result["sweep"]["head_step_in_pipeline_process"]["bandwidth_fraction"])
 
     machine = result["machine"]
     assert machine["versions"]["torch"] and machine["usable_cores"] >= 1
@@ -80,6 +89,48 @@ def test_table_names_every_section(bench):
     for heading in ("matmul", "1. cache vs recompute", "2. Whisper", "3. extraction", "4. bf16", "5. attack",
                     "6. sweep", "targets:"):
         assert heading in table
+    assert "reads 8 MB of float32 features a step: 0.40 GB/s = 8 % of the memory copy's read rate" in table
+    assert "10.0 GB/s read + write = 5.0 GB/s read" in table
+
+
+def test_copy_bandwidth_is_a_positive_finite_rate():
+    from trustser.bandwidth import measure_copy_bandwidth
+
+    gbps = measure_copy_bandwidth(16 * 2**20, repeats=2)
+    assert positive_finite(gbps) and gbps < 1e5  # GB/s: far below any memory's rate would be 1e5
+    with pytest.raises(ValueError):
+        measure_copy_bandwidth(1024, repeats=0)
+
+
+def test_head_step_bytes_counts_every_layer_frame_and_hidden_unit_once():
+    import numpy as np
+    import torch
+
+    from trustser.bandwidth import head_step_bytes
+
+    batch = [torch.zeros(7, 10, 512), torch.zeros(7, 3, 512), torch.zeros(7, 1, 512)]
+    assert head_step_bytes(batch) == 7 * (10 + 3 + 1) * 512 * 4 == 200704  # fp32, as in_float32() holds them
+    assert head_step_bytes([c.half() for c in batch]) == 100352  # each tensor's own dtype by default
+    assert head_step_bytes(batch, torch.float16) == head_step_bytes(batch, np.float16) == 100352
+    assert head_step_bytes([(13, 149, 768)], torch.float32) == 13 * 149 * 768 * 4
+    assert head_step_bytes([]) == 0
+    with pytest.raises(ValueError):
+        head_step_bytes([torch.zeros(10, 512)])
+
+
+def test_head_step_reports_its_feature_read_rate(bench, measure):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    store = {f"c{i}": torch.randn(3, 5 + i, 16, generator=generator) for i in range(4)}
+    labels = {c: i % 4 for i, c in enumerate(store)}
+    step = measure.head_step(store, labels, list(store), repeats=1)
+    assert step["feature_bytes"] == 3 * (5 + 6 + 7 + 8) * 16 * 4 and step["feature_dtype"] == "float32"
+    assert step["read_gbps"] == pytest.approx(step["feature_bytes"] / step["package_step_s"] / 1e9)
+    copy = measure.memory_copy(4, 1, 1)
+    assert copy["read_gbps"] == copy["copy_gbps"] / 2 and copy["threads"] == 1
+    assert bench.with_bandwidth(step, copy)["bandwidth_fraction"] == pytest.approx(
+        step["read_gbps"] / copy["read_gbps"])
 
 
 @pytest.mark.filterwarnings("ignore:backbone .* RANDOM weights")
@@ -131,6 +182,10 @@ def _fake_results():
                    "gaussian_sweep_vs_forward": 4.0},
         "sweep": {"backbone": "whisper_tiny", "folds": 1, "extract_cache": "cold", "wall_s": 1.0,
                   "stages_s": stages, "peak_rss_bytes": 2**30},
+        "head_step": {"clips": 64, "package_step_s": 0.02, "concat_first_step_s": 0.04, "speedup": 2.0,
+                      "logits_max_abs_diff": 0.0, "feature_dtype": "float32", "feature_bytes": 8_000_000,
+                      "read_gbps": 0.4, "bandwidth_fraction": 0.08},
+        "memory_copy": {"bytes": 2**28, "repeats": 5, "threads": 2, "copy_gbps": 10.0, "read_gbps": 5.0},
         "extrapolation": {"corpora": {"iemocap": estimate}},
         "targets": {"cache_speedup >= 20": True},
     }

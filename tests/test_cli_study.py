@@ -14,7 +14,7 @@ from trustser.cli import main
 from trustser.experiment import RunConfig
 from trustser.head import POOLINGS
 from trustser.training import TrainConfig
-from test_study_runner import STUDIES, FakeRunner
+from test_study_runner import SPACES, STUDIES, FakeRunner
 from test_study_runner import fast_isolated_tracking, migrated_mlflow_db  # noqa: F401  (fixtures: a fast tmp store)
 
 
@@ -63,7 +63,7 @@ def study(tmp_path, monkeypatch) -> tuple[str, str]:
 
     monkeypatch.setattr("trustser.study.runner.experiment_runner", FakeRunner())
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    out = CliRunner().invoke(main, ["study", "--space", str(STUDIES / "quick.yaml"), "--storage", storage])
+    out = CliRunner().invoke(main, ["study", "--space", str(SPACES / "six.yaml"), "--storage", storage])
     assert out.exit_code == 0, out.output
     return storage, optuna.load_study(study_name="quick", storage=storage).user_attrs["mlflow_run_id"]
 
@@ -133,7 +133,7 @@ def test_a_study_flags_chance_level_trials_on_its_front_and_recommend_and_report
 
     monkeypatch.setattr("trustser.study.runner.experiment_runner", ChanceRunner())
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    out = CliRunner().invoke(main, ["study", "--space", str(STUDIES / "quick.yaml"), "--storage", storage])
+    out = CliRunner().invoke(main, ["study", "--space", str(SPACES / "six.yaml"), "--storage", storage])
     assert out.exit_code == 0, out.output
     run_id = optuna.load_study(study_name="quick", storage=storage).user_attrs["mlflow_run_id"]
     logged = json.loads(open(mlflow.MlflowClient().download_artifacts(run_id, "pareto.json")).read())

@@ -19,7 +19,7 @@ CHEAP = TrustConfig(safety=False, probes=False, measure_cost=False)
 def test_a_random_init_run_completes_on_each_replica(tmp_path, dataset):
     root = BUILDERS[dataset](tmp_path)
     result = run_experiment(RunConfig(backbone="whisper_tiny", dataset=dataset, data_root=str(root), folds="1",
-                                      random_init=True, train=TrainConfig(epochs=1), trust=CHEAP, progress=False))
+                                      random_init=True, train=TrainConfig(schedule="paper", epochs=1), trust=CHEAP, progress=False))
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id)
     assert parent.data.params["dataset"] == dataset and parent.data.tags["weights"] == "random"
@@ -41,7 +41,7 @@ def test_a_run_counts_and_lists_its_skipped_clips_and_the_clips_kept_with_missin
     wavs = sorted((mini_emodb / "wav").glob("*.wav"))
     wavs[0].write_bytes(b"RIFF\x00\x00garbage")  # unreadable: skipped at extraction
     result = run_experiment(RunConfig(backbone="whisper_tiny", dataset="emodb", data_root=str(mini_emodb), folds="1",
-                                      random_init=True, train=TrainConfig(epochs=1), trust=CHEAP, progress=False))
+                                      random_init=True, train=TrainConfig(schedule="paper", epochs=1), trust=CHEAP, progress=False))
     client = mlflow.MlflowClient()
     metrics = client.get_run(result.parent_run_id).data.metrics
     assert metrics["skipped_unreadable"] == 1 and metrics["n_kept_with_caveats"] == 0
@@ -51,7 +51,7 @@ def test_a_run_counts_and_lists_its_skipped_clips_and_the_clips_kept_with_missin
 
     root = build_msp_podcast(tmp_path)  # its replica has clips of unknown speaker and gender
     result = run_experiment(RunConfig(backbone="whisper_tiny", dataset="msp_podcast", data_root=str(root),
-                                      random_init=True, train=TrainConfig(epochs=1), trust=CHEAP, progress=False))
+                                      random_init=True, train=TrainConfig(schedule="paper", epochs=1), trust=CHEAP, progress=False))
     metrics = client.get_run(result.parent_run_id).data.metrics
     caveats = _artifact_csv(client, result.parent_run_id, "caveats.csv")
     assert len(caveats) == metrics["n_kept_with_caveats"] > 0

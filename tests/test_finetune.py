@@ -113,7 +113,7 @@ def test_training_updates_only_the_top_layer_copies_and_the_head_and_never_runs_
     for layer in ex.backbone.encoder_layers():
         monkeypatch.setattr(layer, "forward", must_not_run)
     ids = list(ex.cache)
-    train_head(ex.cache, ex.labels, ids[:3], ids[3:], 4, TrainConfig(epochs=1, batch_size=2, lr=1e-3),
+    train_head(ex.cache, ex.labels, ids[:3], ids[3:], 4, TrainConfig(schedule="paper", epochs=1, batch_size=2, lr=1e-3),
                model=model)
 
     for n, t in ex.backbone.state_dict().items():

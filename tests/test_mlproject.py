@@ -79,7 +79,7 @@ def test_mlflow_run_study_resumes_and_cross_references_trials_and_runs(tmp_path)
     def mlflow_run(*params: str) -> str:
         done = subprocess.run(
             [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "-e", "study", "--env-manager", "local",
-             "--experiment-name", "project-study", "-P", f"space={REPO / 'studies' / 'quick.yaml'}",
+             "--experiment-name", "project-study", "-P", f"space={TESTS / 'spaces' / 'six.yaml'}",
              "-P", f"storage={storage}", "-P", "study_name=project", *params],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -63,7 +63,7 @@ def test_two_processes_extracting_the_same_corpus_at_once_leave_one_verified_ent
 @pytest.mark.slow
 def test_a_truncated_and_a_bit_flipped_entry_are_detected_and_rebuilt_through_run_experiment(mini_emodb):
     config = RunConfig(backbone="apc", dataset="emodb", data_root=str(mini_emodb), folds="1", random_init=True,
-                       max_seconds=1.0, train=TrainConfig(epochs=1, batch_size=16), progress=False,
+                       max_seconds=1.0, train=TrainConfig(schedule="paper", epochs=1, batch_size=16), progress=False,
                        trust=TrustConfig(safety=False, probes=False, measure_cost=False))
     first = run_experiment(config)
     entries = sorted(Path(os.environ["TRUSTSER_CACHE"]).rglob("*.safetensors"))

@@ -23,6 +23,7 @@ from trustser.study.runner import ObjectiveMissingError, run_study
 from trustser.study.space import OBJECTIVES, load_space
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
+SPACES = Path(__file__).resolve().parent / "spaces"  # test-owned study spaces (fake runners)
 GFLOPS = {"whisper_tiny": 2.3, "apc": 2.5, "wav2vec2_base": 41.7}
 KEYS = [o.key for o in OBJECTIVES.values()]
 
@@ -85,7 +86,7 @@ def fast_isolated_tracking(migrated_mlflow_db, tmp_path, monkeypatch):
 
 @pytest.fixture
 def quick():
-    return load_space(STUDIES / "quick.yaml")
+    return load_space(SPACES / "six.yaml")
 
 
 @pytest.fixture
@@ -256,7 +257,7 @@ def test_cli_study_recommend_and_report_share_the_storage(quick, storage, tmp_pa
 
     monkeypatch.setattr("trustser.study.runner.experiment_runner", FakeRunner())
     cli = CliRunner()
-    out = cli.invoke(main, ["study", "--space", str(STUDIES / "quick.yaml"), "--storage", storage, "--n-trials", "4"])
+    out = cli.invoke(main, ["study", "--space", str(SPACES / "six.yaml"), "--storage", storage, "--n-trials", "4"])
     assert out.exit_code == 0, out.output
     assert "4 evaluated" in out.output and "RANDOM weights" in out.output and "Pareto front" in out.output
     out = cli.invoke(main, ["recommend", "--scenario", "critical", "--storage", storage, "--json"])
@@ -280,7 +281,7 @@ def test_default_storage_is_an_optuna_db_in_the_working_directory(quick, tmp_pat
 
 @pytest.mark.slow
 def test_real_runner_on_tiny_emodb_fills_the_five_objectives(mini_emodb, storage):
-    space = load_space(STUDIES / "quick.yaml").with_overrides(
+    space = load_space(SPACES / "six.yaml").with_overrides(
         data_root=str(mini_emodb), search={"backbone": ["whisper_tiny", "apc"], "unfreeze_top": [0]},
         train={"epochs": 1})
     result = run_study(space, storage=storage)

@@ -45,14 +45,22 @@ def test_default_space_crosses_every_paper_backbone_with_fine_tuning_width_lr_an
     ]
 
 
-def test_quick_space_is_three_backbones_frozen_or_top_layer_on_random_weights_and_one_fold():
+def test_quick_space_is_the_two_real_backbones_frozen_or_top_layer_converged_on_one_fold():
     space = load_space(STUDIES / "quick.yaml")
-    assert space.choices == {"backbone": ("whisper_tiny", "apc", "wav2vec2_base"), "unfreeze_top": (0, 1)}
-    assert space.random_init and space.folds == "1" and dict(space.train)["epochs"] <= 2
+    assert space.choices == {"backbone": ("whisper_tiny_en", "whisper_base"), "unfreeze_top": (0, 1)}
+    assert not space.random_init and space.folds == "1" and "epochs" not in dict(space.train)
+    config = space.run_config({"backbone": "whisper_base", "unfreeze_top": 0})
+    assert config.train.schedule == "converge" and config.train.standardize  # its candidates learn
     assert space.name == "quick"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml"])
+def test_real_space_is_the_quick_comparison_on_every_fold_with_every_measurement():
+    space = load_space(STUDIES / "real.yaml")
+    assert space.choices == load_space(STUDIES / "quick.yaml").choices
+    assert not space.random_init and space.folds == "all" and dict(space.trust) == {"measure_cost": True}
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml", "real.yaml"])
 def test_each_shipped_space_starts_with_the_command_that_uses_it(name):
     first = (STUDIES / name).read_text().splitlines()[0]
     assert first.startswith("#") and f"trustser study --space studies/{name}" in first

@@ -47,7 +47,7 @@ def test_under_mlflow_run_the_project_run_is_the_parent_and_conflicting_params_a
     monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
 
     result = run_experiment(RunConfig(backbone="apc", dataset="emodb", data_root=str(mini_emodb), folds="1",
-                                      random_init=True, max_seconds=1.0, train=TrainConfig(epochs=1), progress=False,
+                                      random_init=True, max_seconds=1.0, train=TrainConfig(schedule="paper", epochs=1), progress=False,
                                       trust=TrustConfig(safety=False, probes=False, measure_cost=False)))
     assert result.parent_run_id == project.info.run_id
     params = client.get_run(project.info.run_id).data.params

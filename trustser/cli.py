@@ -160,7 +160,25 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE",
               help="Loader option, repeatable (e.g. merge_excited=false, label_source=intended, emotion_map=joy=happy).")
 @click.option("--folds", default="all", show_default=True, help="'all' or fold numbers like 1,3.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--schedule", default="converge", show_default=True, type=click.Choice(["converge", "paper"]),
+              help="converge: step floor + early stopping on validation UAR (--min-steps, --patience, "
+                   "--max-epochs); paper: exactly --epochs epochs (the method's 30).")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000),
+              help="Epochs of the paper schedule.")
+@click.option("--max-epochs", default=200, show_default=True, type=click.IntRange(1, 100000),
+              help="converge: at most this many epochs.")
+@click.option("--patience", default=20, show_default=True, type=click.IntRange(1, 100000),
+              help="converge: stop after this many epochs without a better validation UAR.")
+@click.option("--min-steps", default=200, show_default=True, type=click.IntRange(0, None),
+              help="converge: optimiser steps trained before early stopping may stop.")
+@click.option("--standardize", type=click.BOOL, is_flag=False, flag_value=True, default=True, show_default=True,
+              help="Standardise each layer's features (statistics of the training clips, stored with the head); "
+                   "--standardize false is the method's head.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),
+              help="Training seeds per fold; the spread of test UAR over them is logged (trust metrics: first).")
+@click.option("--bootstrap", "bootstrap_resamples", default=1000, show_default=True, type=click.IntRange(0, None),
+              help="Speaker-level bootstrap resamples per 95 %% interval (0: no intervals).")
+@click.option("--no-reference", is_flag=True, help="Skip the linear reference probe (reference_linear_uar).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(0, None, min_open=True))
 @click.option("--width", default=128, show_default=True, type=click.IntRange(1, 4096),
@@ -189,7 +207,8 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--experiment", default=None, help="MLflow experiment name (default: trustser).")
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, epochs, batch_size, lr, width, pooling,
+def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, schedule, epochs, max_epochs, patience,
+                min_steps, standardize, seeds, bootstrap_resamples, no_reference, batch_size, lr, width, pooling,
                 seed, weights, random_init, cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips,
                 attack_train_mode, no_safety, no_probes, no_cost, experiment, no_progress) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow."""
@@ -203,12 +222,15 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
         corpus_options=parse_options(corpus_options),
         weights=_none_if_empty(weights), random_init=random_init, cache_dir=_none_if_empty(cache_dir),
         precision=precision,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, width=width, pooling=pooling, seed=seed),
-        unfreeze_top=unfreeze_top,
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, width=width, pooling=pooling, seed=seed,
+                          schedule=schedule, max_epochs=max_epochs, patience=patience, min_steps=min_steps,
+                          standardize=standardize),
+        unfreeze_top=unfreeze_top, seeds=seeds,
         trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
                           max_attack_clips=_optional_int(max_attack_clips, "--max-attack-clips", minimum=1),
                           attack_train_mode=attack_train_mode,
-                          probes=not no_probes, measure_cost=not no_cost),
+                          probes=not no_probes, measure_cost=not no_cost, reference=not no_reference,
+                          bootstrap_resamples=bootstrap_resamples),
         experiment=_none_if_empty(experiment), progress=not no_progress,
     )
     if random_init:
@@ -216,8 +238,11 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, e
                     fg="yellow", err=True)
     result = run_experiment(config)
     s = result.summary
-    click.echo(f"{backbone} on {dataset}: test UAR {s.get('test_uar_mean', float('nan')):.3f} "
-               f"± {s.get('test_uar_std', float('nan')):.3f} over {len(result.folds)} fold(s); "
+    nan = float("nan")
+    click.echo(f"{backbone} on {dataset}: test UAR {s.get('test_uar_mean', nan):.3f} "
+               f"± {s.get('test_uar_std', nan):.3f} (std over {len(result.folds)} fold(s); 95 % interval over all "
+               f"test speakers [{s.get('test_uar_ci_low', nan):.3f}, {s.get('test_uar_ci_high', nan):.3f}]); "
+               f"linear reference {s.get('reference_linear_uar_mean', nan):.3f}; "
                f"wall time {s['wall_time_s']:.0f} s; MLflow parent run {result.parent_run_id}")
 
 

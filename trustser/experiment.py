@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 import trustser
 from trustser import EMOTIONS, MAX_SECONDS
@@ -22,8 +23,10 @@ from trustser.errors import ConfigError
 from trustser.features import ExtractionStats, FeatureStore, extract_features
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_report
+from trustser.metrics.headline import DEFAULT_RESAMPLES, TestOutcomes, headline_metrics, pool
 from trustser.metrics.privacy import PROBE_CONFIG, gender_probe, speaker_probe
-from trustser.training import TrainConfig, TrainResult, predict, train_head
+from trustser.metrics.reference import linear_reference, reference_warning
+from trustser.training import TrainConfig, TrainResult, predict, predict_logits, train_head
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,10 @@ class TrustConfig:
     attack_train_mode: bool = False
     max_attack_clips: int | None = None  # attack at most this many test clips (deterministic subset), for speed
     probes: bool = True
-    probe_epochs: int = PROBE_CONFIG.epochs
-    probe_min_steps: int = PROBE_CONFIG.min_steps  # see trustser.metrics.privacy.PROBE_CONFIG for why
+    probe_epochs: int = PROBE_CONFIG.epochs  # the `paper` schedule's probe epochs; `converge` probes converge
     measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
+    reference: bool = True  # the linear reference probe (reference_linear_uar) on every fold
+    bootstrap_resamples: int = DEFAULT_RESAMPLES  # speaker-level bootstrap resamples per interval (0 = none)
 
     def as_params(self) -> dict[str, object]:
         return {f"trust.{k}": v for k, v in asdict(self).items()}
@@ -66,6 +70,7 @@ class RunConfig:
     precision: str = "fp32"  # feature extraction: fp32 or bf16 autocast
     train: TrainConfig = field(default_factory=TrainConfig)
     unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
+    seeds: int = 1  # training seeds per fold (seed, seed+1, ...): the spread of test UAR over them is logged
     trust: TrustConfig = field(default_factory=TrustConfig)
     experiment: str | None = None
     progress: bool = True
@@ -77,6 +82,7 @@ class FoldResult:
     run_id: str | None
     metrics: dict[str, float]
     train: TrainResult
+    outcomes: TestOutcomes | None = None  # per-clip test outcomes, pooled over folds on the parent
 
 
 @dataclass
@@ -101,7 +107,7 @@ def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
 
 def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: TrainConfig,
                   progress: bool = False, backbone: Any = None, trust: TrustConfig = TrustConfig(),
-                  max_seconds: float = MAX_SECONDS, unfreeze_top: int = 0,
+                  max_seconds: float = MAX_SECONDS, unfreeze_top: int = 0, seeds: int = 1,
                   ) -> tuple[dict[str, float], TrainResult, dict[str, Any]]:
     """Train on the fold's train part, select on validation, evaluate every trust metric on test; no logging.
 
@@ -110,11 +116,13 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     embeddings and the attacks go through the backbone with the trained top layers.
     """
     labels = {c: index.clips[c].label for c in index.clips}
-    model = None
+    model_factory = None
     if unfreeze_top:
         from trustser.finetune import build_finetune_model
 
-        model = build_finetune_model(backbone, unfreeze_top, len(EMOTIONS), config.width, config.pooling)
+        def model_factory():
+            return build_finetune_model(backbone, unfreeze_top, len(EMOTIONS), config.width, config.pooling)
+    model = model_factory() if model_factory else None
     result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), config,
                         progress=progress, desc=f"{fold.name} train", model=model)
     head, attacked_backbone = result.head, backbone
@@ -126,14 +134,24 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
         head = result.head.head
     test_ids = list(fold.test)
     y_true = np.array([labels[c] for c in test_ids])
-    y_pred = predict(head, features, test_ids, config.batch_size)
+    probs = torch.softmax(predict_logits(head, features, test_ids, config.batch_size).double(), -1).numpy()
+    y_pred = probs.argmax(-1)
     perf = performance_report(y_true, y_pred, len(EMOTIONS))
     genders = [index.clips[c].gender for c in test_ids]
     fair = fairness_report(y_true, y_pred, genders, len(EMOTIONS))
     metrics = {f"test_{k}": v for k, v in perf.to_dict().items()}
     metrics.update({f"fairness_{k}": v for k, v in fair.to_dict().items()})
     details: dict[str, Any] = {"performance": perf, "fairness": fair, "test_ids": test_ids, "y_true": y_true,
-                               "y_pred": y_pred, "probes": {}, "attacks": {}}
+                               "y_pred": y_pred, "probs": probs, "probes": {}, "attacks": {},
+                               "snr_db": float(trust.snr_db)}
+    metrics.update(result.summary())
+    if seeds > 1:
+        metrics.update(seed_spread(features, labels, fold, config, seeds, metrics["test_uar"], model_factory))
+    if trust.reference:
+        reference = linear_reference(features, labels, [*fold.train, *fold.validation], test_ids, len(EMOTIONS),
+                                     seed=config.seed)
+        metrics.update(reference.to_dict())
+        details["warning"] = reference_warning(metrics["test_uar"], reference.uar)
     if trust.probes:
         probe_config = probe_train_config(config, trust)
         gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
@@ -150,18 +168,71 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
             metrics.update({f"safety_{attack}_{k}": v for k, v in primary.to_dict().items()})
             metrics.update({f"safety_{attack}_asr_snr{snr:g}": r.asr for snr, r in by_snr.items()})
         metrics["time_attack_s"] = time.perf_counter() - t0
-    metrics["best_epoch"] = float(result.best_epoch)
-    metrics["best_val_uar"] = result.best_val_uar
+    outcomes = test_outcomes(index, test_ids, y_true, y_pred, probs, details)
+    headline, calibration = headline_metrics(outcomes, len(EMOTIONS), trust.bootstrap_resamples, config.seed)
+    headline.pop("test_uar")  # the same number as test_uar above
+    metrics.update(headline)
+    details.update(outcomes=outcomes, calibration=calibration)
     return metrics, result, details
+
+
+def test_outcomes(index: CorpusIndex, test_ids: list[str], y_true: np.ndarray, y_pred: np.ndarray,
+                  probs: np.ndarray, details: dict[str, Any]) -> TestOutcomes:
+    """The fold's per-clip outcomes that intervals are computed from (speakers as the resampling unit)."""
+    def speakers(ids) -> np.ndarray:
+        return np.array([index.clips[c].speaker for c in ids], dtype=object)
+
+    outcomes = TestOutcomes(speakers(test_ids), np.array([index.clips[c].gender for c in test_ids], dtype=object),
+                            y_true, y_pred, probs)
+    gender = details["probes"].get("gender")
+    if gender is not None and gender.test_ids:
+        outcomes.probe_speakers, outcomes.probe_correct = speakers(gender.test_ids), np.array(gender.correct)
+    fgsm = details["attacks"].get("fgsm")
+    if fgsm:
+        primary = fgsm[details["snr_db"]]
+        attacked = [r for r in primary.records if r.status == "attacked"]
+        outcomes.attack_speakers = speakers([r.clip_id for r in attacked])
+        outcomes.attack_success = np.array([bool(r.flipped) for r in attacked], dtype=bool)
+    return outcomes
+
+
+def seed_spread(features: FeatureStore, labels: dict[str, int], fold: Fold, config: TrainConfig, seeds: int,
+                first_uar: float, model_factory: Any) -> dict[str, float]:
+    """Test UAR of the same recipe trained with seeds seed+1 .. seed+N-1 beside the first seed's: how much of a
+    difference between two configurations the training noise alone can make. Trust metrics use the first seed."""
+    values = [first_uar]
+    for offset in range(1, seeds):
+        seeded = replace(config, seed=config.seed + offset)
+        result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), seeded,
+                            model=model_factory() if model_factory else None)
+        head = result.head.head if hasattr(result.head, "top") else result.head
+        test_features = features
+        if hasattr(result.head, "top"):
+            from trustser.finetune import live_features
+
+            test_features = live_features(result.head, features, list(fold.test), config.batch_size)
+        y_true = np.array([labels[c] for c in fold.test])
+        values.append(uar_of(head, test_features, list(fold.test), y_true, config.batch_size))
+    arr = np.array(values)
+    return {"test_uar_seed_mean": float(arr.mean()), "test_uar_seed_std": float(arr.std(ddof=1)),
+            "test_uar_seed_min": float(arr.min()), "test_uar_seed_max": float(arr.max()), "seeds": float(seeds)}
+
+
+def uar_of(head: Any, features: FeatureStore, ids: list[str], y_true: np.ndarray, batch_size: int) -> float:
+    from trustser.metrics.performance import uar
+
+    return uar(y_true, predict(head, features, ids, batch_size), len(EMOTIONS))
 
 
 def probe_train_config(run: TrainConfig, trust: TrustConfig) -> TrainConfig:
     """The privacy probes' training: the method's probe (default head, lr 5e-4, weighted sum of all layers) for
     every run, whatever head width, learning rate or pooling the emotion model was trained with, so that probe
-    accuracies of different trials measure the embeddings and not the probe; only the seed and batch size follow
-    the run, and the epochs / step floor come from ``trust``."""
+    accuracies of different trials measure the embeddings and not the probe. They train the way the run trains
+    (schedule, step floor, patience, standardisation), so they are as converged as the emotion head; the seed and
+    batch size follow the run, and the ``paper`` schedule's epoch count is ``trust.probe_epochs`` (10)."""
     return replace(PROBE_CONFIG, seed=run.seed, batch_size=run.batch_size, epochs=trust.probe_epochs,
-                   min_steps=trust.probe_min_steps)
+                   min_steps=run.min_steps, schedule=run.schedule, max_epochs=run.max_epochs, patience=run.patience,
+                   standardize=run.standardize)
 
 
 def attack_subset(test_ids: list[str], max_clips: int | None) -> list[int]:
@@ -219,12 +290,27 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         for fold in folds:
             results.append(run_fold(index, features, fold, config, tags, source, backbone, sustainability))
         summary = aggregate([r.metrics for r in results])
+        summary.update(pooled_metrics(results, config))
         summary.update(sustainability)
         summary["wall_time_s"] = time.perf_counter() - started
         mlflow.log_metrics(summary)  # NaN is kept: an undefined metric shows as NaN, not as missing
         tracking.log_json({"folds": [r.fold for r in results], "summary": summary}, "summary.json")
         tracking.log_json(trust_profile(summary, len(results)), "trust_profile.json")
         return ExperimentResult(parent.info.run_id, results, summary)
+
+
+def pooled_metrics(results: list[FoldResult], config: RunConfig) -> dict[str, float]:
+    """Intervals over the pooled test clips of all folds (every test speaker of the corpus): ``test_uar_ci_low``
+    etc. on the parent; the pooled point values are logged as ``*_pooled`` beside the fold means."""
+    outcomes = [r.outcomes for r in results if r.outcomes is not None]
+    if not outcomes:
+        return {}
+    pooled, calibration = headline_metrics(pool(outcomes), len(EMOTIONS), config.trust.bootstrap_resamples,
+                                           config.train.seed)
+    pooled["test_uar_pooled"] = pooled.pop("test_uar")
+    for key in ("test_ece", "test_brier"):
+        pooled[f"{key}_pooled"] = pooled.pop(key)
+    return pooled
 
 
 def trust_profile(summary: dict[str, float], n_folds: int) -> dict[str, Any]:
@@ -268,12 +354,19 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         })
         t0 = time.perf_counter()
         metrics, result, details = evaluate_fold(index, features, fold, config.train, config.progress, backbone,
-                                                 config.trust, config.max_seconds, config.unfreeze_top)
+                                                 config.trust, config.max_seconds, config.unfreeze_top, config.seeds)
         metrics["time_train_s"] = time.perf_counter() - t0
         for h in result.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_uar": h["val_uar"]}, step=int(h["epoch"]))
         mlflow.log_metrics({**metrics, **(sustainability or {})})
         perf, fair = details["performance"], details["fairness"]
+        warnings = training_warnings(metrics, details, fold.name)
+        if warnings:
+            mlflow.set_tag("trustser.warning", " | ".join(warnings)[:5000])
+            import click
+
+            for w in warnings:  # printed, not only logged: nobody should read this profile without being told
+                click.echo(f"trustser: warning: {w}", err=True)
         if fair.reason:
             mlflow.set_tag("fairness_undefined", fair.reason[:5000])
         for name, probe in details["probes"].items():
@@ -289,9 +382,44 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         mlflow.log_text(tracking.csv_text(("clip_id", "speaker", "gender", "true", "predicted"), rows),
                         "predictions.csv")
         mlflow.log_text(fair.rates_frame().to_csv(index=False), "fairness_rates.csv")
+        log_calibration(details["calibration"], f"{config.backbone} {fold.name}")
         tracking.log_json({part: index.speakers(ids) for part, ids in fold.partitions().items()}, "speakers.json")
         tracking.log_json(fold.partitions(), "fold_assignment.json")
-        return FoldResult(fold.name, run.info.run_id, metrics, result)
+        return FoldResult(fold.name, run.info.run_id, metrics, result, details["outcomes"])
+
+
+def training_warnings(metrics: dict[str, float], details: dict[str, Any], fold: str) -> list[str]:
+    """What a reader of this fold's trust profile must be told: a head below the linear reference, a head that
+    learned nothing (test UAR interval not above chance), training that was still improving when it stopped."""
+    out = []
+    if details.get("warning"):
+        out.append(f"{fold}: {details['warning']}")
+    chance = 1.0 / len(EMOTIONS)
+    low = metrics.get("test_uar_ci_low", float("nan"))
+    uar = metrics.get("test_uar", float("nan"))
+    if (np.isfinite(low) and low <= chance) or (not np.isfinite(low) and uar <= chance + 0.02):
+        out.append(f"{fold}: test UAR {uar:.3f} is not above chance {chance:.2f}"
+                   + (f" (95 % interval from {low:.3f})" if np.isfinite(low) else "")
+                   + ": the model learned nothing usable; its safety and fairness figures are not meaningful")
+    if metrics.get("best_at_last_epoch") == 1.0 and metrics.get("stopped_early") == 0.0:
+        out.append(f"{fold}: the best validation epoch was the last one trained ({int(metrics['best_epoch'])}): "
+                   "training was still improving; use the converge schedule or more epochs")
+    return out
+
+
+def log_calibration(calibration: Any, title: str) -> None:
+    """The reliability diagram and its table, beside the fold's ECE / Brier metrics."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from trustser import tracking
+    from trustser.metrics.calibration import reliability_figure
+
+    fig = reliability_figure(calibration.table, f"{title}: reliability (ECE {calibration.ece:.3f})")
+    mlflow.log_figure(fig, "calibration/reliability.png")
+    plt.close(fig)
+    tracking.log_json({"ece": calibration.ece, "brier": calibration.brier, "n_bins": calibration.n_bins,
+                       "bins": [b.__dict__ for b in calibration.table]}, "calibration/reliability.json")
 
 
 def sustainability_metrics(config: RunConfig) -> dict[str, float]:

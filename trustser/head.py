@@ -2,6 +2,10 @@
 
 softmax-normalised learnable layer weights → weighted sum of hidden states → Conv1d(hidden→width, k=1) → ReLU →
 Conv1d(width→width, k=1) → mean over the unpadded frames → Linear → ReLU → Linear → classes.
+
+Optionally each layer's hidden states are standardised first ((x − mean) / std per layer and dimension, statistics
+fitted on the training clips: ``trustser.standardize``). The statistics are buffers of the head, saved and loaded
+with it; a head without them computes exactly what the method's head computes.
 """
 
 from __future__ import annotations
@@ -25,12 +29,27 @@ class EmotionHead(nn.Module):
         self.conv2 = nn.Conv1d(width, width, kernel_size=1)
         self.fc1 = nn.Linear(width, width)
         self.fc2 = nn.Linear(width, num_classes)
+        # standardisation statistics (identity until set_standardization); persistent, so they travel with the model
+        self.register_buffer("feat_mean", torch.zeros(num_layers, hidden_size))
+        self.register_buffer("feat_inv_std", torch.ones(num_layers, hidden_size))
+        self.register_buffer("standardized", torch.tensor(False))
+
+    def set_standardization(self, mean: Tensor, std: Tensor, min_std: float = 1e-5) -> None:
+        """Standardise every layer's dimensions with these [L, H] statistics (fitted on training clips only)."""
+        if mean.shape != self.feat_mean.shape or std.shape != self.feat_mean.shape:
+            raise ValueError(f"standardisation statistics must be {tuple(self.feat_mean.shape)}, got "
+                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+        self.feat_mean.copy_(mean)
+        self.feat_inv_std.copy_(1.0 / std.clamp(min=min_std))
+        self.standardized.fill_(True)
 
     def layer_weights(self) -> Tensor:
         return F.softmax(self.layer_logits, dim=0)
 
     def combine_layers(self, hidden: Tensor) -> Tensor:
-        """[B, L, T, H] → [B, T, H]."""
+        """[B, L, T, H] → [B, T, H] (padded frames of a standardised head are not zero; pooling masks them)."""
+        if bool(self.standardized):
+            hidden = (hidden.float() - self.feat_mean[:, None, :]) * self.feat_inv_std[:, None, :]
         if self.pooling == "last":
             return hidden[:, -1]
         return torch.einsum("l,blth->bth", self.layer_weights().to(hidden.dtype), hidden)
@@ -59,7 +78,9 @@ class EmotionHead(nn.Module):
         features.
         """
         lengths = torch.tensor([c.shape[1] for c in clips])
-        if self.pooling == "last":
+        if bool(self.standardized):
+            combined = self._standardized_sum(clips)
+        elif self.pooling == "last":
             combined = torch.cat([c[-1] for c in clips]).float()  # [N, H]
         else:
             weights = self.layer_weights()
@@ -70,3 +91,15 @@ class EmotionHead(nn.Module):
         pooled = torch.zeros(len(clips), x.shape[1], dtype=x.dtype).index_add_(0, segment, x)
         pooled = pooled / lengths[:, None].clamp(min=1).to(x.dtype)
         return self.fc2(F.relu(self.fc1(pooled)))
+
+    def _standardized_sum(self, clips: list[Tensor]) -> Tensor:
+        """Σ_l w_l (x_l − μ_l) / σ_l of every frame, as one per-(layer, dimension) scale and one offset:
+        Σ_l s_l ⊙ x_l − Σ_l s_l ⊙ μ_l with s_l = w_l / σ_l, so the standardised features are never materialised
+        (the step reads each cached frame once, as without standardisation)."""
+        if self.pooling == "last":
+            return (torch.cat([c[-1] for c in clips]).float() - self.feat_mean[-1]) * self.feat_inv_std[-1]
+        scale = self.layer_weights()[:, None] * self.feat_inv_std  # [L, H]
+        offset = (scale * self.feat_mean).sum(0)  # [H]
+        # broadcast multiply + sum over layers: measured 8x faster than einsum("lh,lth->th"), which torch routes
+        # through a batched matmul over h
+        return torch.cat([(c.float() * scale[:, None, :]).sum(0) for c in clips]) - offset

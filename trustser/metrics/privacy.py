@@ -18,7 +18,7 @@ Both use only cached features: no backbone pass.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -28,11 +28,12 @@ from trustser.corpora.base import GENDERS, UNKNOWN_SPEAKER, Clip
 from trustser.metrics.performance import uar
 from trustser.training import TrainConfig, predict, train_head
 
-PROBE_CONFIG = TrainConfig(epochs=10, min_steps=400)
-"""The method's 10 epochs, with a floor of 400 optimiser steps. On the method's corpora 10 epochs already exceed
-400 steps (IEMOCAP's ~3,300 training clips per fold give ~520), so the floor changes nothing there; on a small
-corpus such as EmoDB (~200 training clips, 4 steps per epoch) 10 epochs are 40 steps, after which the probe has not
-left its initialisation and would report chance-level accuracy as if the embeddings hid gender."""
+PROBE_CONFIG = TrainConfig(epochs=10)
+"""The method's probe: its head, lr 5e-4, and (``paper`` schedule) 10 epochs. Under the default ``converge``
+schedule the probes train like the emotion head (step floor, early stopping on validation UAR, standardised
+features): on a small corpus such as EmoDB (~200 training clips, 4 steps per epoch) 10 epochs are 40 steps, after
+which the probe has not left its initialisation and would report chance-level accuracy as if the embeddings hid
+gender. The run's schedule settings are applied by ``trustser.experiment.probe_train_config``."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,15 @@ class ProbeResult:
     chance: float
     reason: str | None = None
     excluded_unknown: int = 0  # clips left out: gender (gender probe) or speaker (speaker probe) unknown
+    test_ids: tuple[str, ...] = ()  # the probe's test clips and whether it got each right (for intervals)
+    correct: tuple[bool, ...] = field(default=(), repr=False)
+    best_epoch: int = 0
+    epochs_run: int = 0
 
     def to_dict(self, prefix: str) -> dict[str, float]:
         return {f"{prefix}_accuracy": self.accuracy, f"{prefix}_uar": self.uar, f"{prefix}_n_test": float(self.n_test),
-                f"{prefix}_chance": self.chance, f"{prefix}_excluded_unknown": float(self.excluded_unknown)}
+                f"{prefix}_chance": self.chance, f"{prefix}_excluded_unknown": float(self.excluded_unknown),
+                f"{prefix}_best_epoch": float(self.best_epoch), f"{prefix}_epochs_run": float(self.epochs_run)}
 
 
 def undefined(reason: str, n_classes: int = 0, excluded_unknown: int = 0) -> ProbeResult:
@@ -59,8 +65,10 @@ def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Seq
     result = train_head(features, labels, list(train), list(val), n_classes, config, desc="probe")
     y_true = np.array([labels[c] for c in test])
     y_pred = predict(result.head, features, list(test), config.batch_size)
-    return ProbeResult(float((y_true == y_pred).mean()), uar(y_true, y_pred, n_classes), len(test), n_classes,
-                       1.0 / n_classes)
+    correct = y_true == y_pred
+    return ProbeResult(float(correct.mean()), uar(y_true, y_pred, n_classes), len(test), n_classes, 1.0 / n_classes,
+                       test_ids=tuple(test), correct=tuple(bool(c) for c in correct), best_epoch=result.best_epoch,
+                       epochs_run=result.epochs_run)
 
 
 def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], train: Sequence[str],

@@ -65,12 +65,15 @@ NOT_IN_ALL = ("whisper_tiny_en",)  # English-only variant of whisper_tiny; not o
 # What a search dimension may vary, and the type each choice must have. Booleans are rejected for int/float keys.
 SEARCHABLE: dict[str, type] = {
     "backbone": str, "unfreeze_top": int, "width": int, "lr": float, "pooling": str,
-    "epochs": int, "batch_size": int, "seed": int, "min_steps": int,
+    "epochs": int, "batch_size": int, "seed": int, "min_steps": int, "schedule": str, "max_epochs": int,
+    "patience": int, "standardize": bool,
 }
 POOLINGS = ("weighted", "last")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed", "min_steps")  # TrainConfig fields
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed", "min_steps", "schedule", "max_epochs",
+              "patience", "standardize")  # TrainConfig fields
+SCHEDULES = ("converge", "paper")  # trustser.training.SCHEDULES, without importing torch
 TOP_LEVEL = ("name", "dataset", "data_root", "folds", "corpus_options", "random_init", "weights", "max_seconds",
-             "train", "trust", "search", "objectives", "sampler")
+             "seeds", "train", "trust", "search", "objectives", "sampler")
 SAMPLERS = ("grid", "random", "nsga2")
 
 
@@ -95,6 +98,7 @@ class StudySpace:
     random_init: bool = False
     weights: str | None = None
     max_seconds: float | None = None
+    seeds: int = 1  # training seeds per fold (RunConfig.seeds)
     train: tuple[tuple[str, Any], ...] = ()  # fixed TrainConfig values not searched
     trust: tuple[tuple[str, Any], ...] = ()  # TrustConfig settings (attacks, SNRs, probes, cost measurement)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
@@ -130,7 +134,7 @@ class StudySpace:
         return RunConfig(
             backbone=params["backbone"], dataset=self.dataset, data_root=self.data_root,
             corpus_options=self.corpus_options, folds=self.folds, weights=self.weights, random_init=self.random_init,
-            train=TrainConfig(**train_values), unfreeze_top=int(params.get("unfreeze_top", 0)),
+            train=TrainConfig(**train_values), unfreeze_top=int(params.get("unfreeze_top", 0)), seeds=self.seeds,
             trust=TrustConfig(**dict(self.trust)), experiment=experiment, progress=progress, **extra,
         )
 
@@ -145,7 +149,7 @@ class StudySpace:
         return {
             "name": self.name, "dataset": self.dataset, "data_root": self.data_root, "folds": self.folds,
             "corpus_options": dict(self.corpus_options), "random_init": self.random_init, "weights": self.weights,
-            "max_seconds": self.max_seconds, "train": dict(self.train),
+            "max_seconds": self.max_seconds, "seeds": self.seeds, "train": dict(self.train),
             "trust": {k: list(v) if isinstance(v, tuple) else v for k, v in self.trust},
             "search": {k: list(v) for k, v in self.search},
             "objectives": {o.name: o.direction for o in self.objectives},
@@ -209,12 +213,16 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
                                     or max_seconds <= 0):
         raise fail("max_seconds", f"expected a positive number of seconds, got {max_seconds!r}")
+    seeds = _typed(raw.get("seeds", 1), int, "seeds", fail)
+    if seeds < 1:
+        raise fail("seeds", f"expected a whole number >= 1, got {seeds}")
     name = _typed(raw.get("name") or Path(source).stem, str, "name", fail)
     return StudySpace(
         name=name, dataset=dataset, search=search, objectives=objectives,
         data_root=_optional_str(raw.get("data_root")), folds=folds,
         corpus_options=tuple((str(k), str(v)) for k, v in options.items()), random_init=random_init,
         weights=_optional_str(raw.get("weights")), max_seconds=float(max_seconds) if max_seconds else None,
+        seeds=seeds,
         train=train, trust=trust, sampler=sampler, source=source,
     )
 
@@ -266,6 +274,10 @@ def _parse_search(raw: Any, fail) -> tuple[tuple[str, tuple[Any, ...]], ...]:
 def _check_choice(name: str, value: Any, key: str, fail, backbones) -> None:
     if name == "backbone" and value not in backbones:
         raise fail(key, f"unknown backbone '{value}'; known: {', '.join(sorted(backbones))}")
+    if name == "schedule" and value not in SCHEDULES:
+        raise fail(key, f"unknown schedule '{value}'; known: {', '.join(SCHEDULES)}")
+    if name in ("max_epochs", "patience") and value < 1:
+        raise fail(key, f"{name} must be >= 1, got {value}")
     if name == "pooling" and value not in POOLINGS:
         raise fail(key, f"unknown pooling '{value}'; known: {', '.join(POOLINGS)}")
     if name == "unfreeze_top" and value < 0:
