@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -228,3 +229,83 @@ def build_manifest(tmp: Path, rows: Sequence[Sequence[str]] | None = None, extra
             write_wav(target)
     write_csv(root / "manifest.csv", ["path", "speaker", "gender", "emotion", *extra_columns], rows)
     return root
+
+
+def build_absolute_manifest(tmp: Path) -> Path:
+    """The form people write: ``lists/manifest.csv`` naming ``store/<speaker>/<n>.wav`` by absolute path.
+
+    Same rows as :func:`build_manifest`; returns the manifest file (its folder holds no audio at all).
+    """
+    emotions = ("neutral", "happy", "sad", "angry")
+    rows = [[str(write_wav(tmp / "store" / s / f"{i}.wav")), s, g, e]
+            for s, g in MANIFEST_SPEAKERS for i, e in enumerate(emotions)]
+    return write_csv(tmp / "lists" / "manifest.csv", ["path", "speaker", "gender", "emotion"], rows)
+
+
+# --- SpeechBrain JSON and EmoBox JSONL manifests ------------------------------------------------------------------
+
+SHORT_LABELS = ("neu", "hap", "sad", "ang")
+"""The labels SpeechBrain's IEMOCAP recipe and EmoBox write; ``SHORT_LABEL_MAP`` maps them onto the task."""
+SHORT_LABEL_MAP = "neu=neutral,hap=happy,sad=sad,ang=angry"
+
+
+def speechbrain_records(speaker_field: str = "spk_id") -> dict[str, dict[str, object]]:
+    """Each :data:`MANIFEST_SPEAKERS` speaker says each short label once, as SpeechBrain's recipes key them."""
+    return {
+        f"{s}_{i}": {"wav": f"{{data_root}}/wavs/{s}/{i}.wav", "length": 0.5, "emo": label, speaker_field: s,
+                     "gender": g}
+        for s, g in MANIFEST_SPEAKERS for i, label in enumerate(SHORT_LABELS)
+    }
+
+
+def build_speechbrain_json(tmp: Path, records: dict[str, dict[str, object]] | None = None) -> tuple[Path, Path]:
+    """A recipe's ``sb_recipe/train.json`` (``wav`` starting ``{data_root}``) and its audio under ``sb_data/``.
+
+    Returns ``(json file, data root)``: the audio is *not* beside the JSON, as in SpeechBrain's recipes.
+    """
+    data = tmp / "sb_data"
+    data.mkdir(parents=True, exist_ok=True)
+    records = speechbrain_records() if records is None else records
+    for record in records.values():
+        write_wav(Path(str(record["wav"]).replace("{data_root}", str(data))))
+    path = tmp / "sb_recipe" / "train.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=4))
+    return path, data
+
+
+EMOBOX_DATASET = "mycorpus"
+
+
+def emobox_records(with_speaker: bool = True) -> list[dict[str, object]]:
+    """EmoBox's JSONL fields (``key, dataset, wav, type, sample_rate, num_frame, task, length, emo, channel``).
+
+    EmoBox itself ships no speaker; ``with_speaker`` adds the ``speaker`` field a user must add for trustser.
+    """
+    records = []
+    for s, _ in MANIFEST_SPEAKERS:
+        for i, label in enumerate(SHORT_LABELS):
+            record: dict[str, object] = {
+                "key": f"{EMOBOX_DATASET}-{s}_{i}", "dataset": EMOBOX_DATASET,
+                "wav": f"downloads/{EMOBOX_DATASET}/{s}/{i}.wav", "type": "raw", "sample_rate": SAMPLE_RATE,
+                "num_frame": 8000.0, "task": "category", "length": 0.5, "emo": label, "channel": 1,
+            }
+            if with_speaker:
+                record["speaker"] = s
+            records.append(record)
+    return records
+
+
+def build_emobox(tmp: Path, records: list[dict[str, object]] | None = None) -> tuple[Path, Path]:
+    """EmoBox's layout: ``EmoBox/data/<dataset>/<dataset>.jsonl`` and audio under ``EmoBox/downloads/``.
+
+    Returns ``(jsonl file, EmoBox folder)``: EmoBox's paths are relative to the EmoBox folder, not to the JSONL.
+    """
+    root = tmp / "EmoBox"
+    records = emobox_records() if records is None else records
+    for record in records:
+        write_wav(root / str(record["wav"]))
+    path = root / "data" / EMOBOX_DATASET / f"{EMOBOX_DATASET}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path, root
