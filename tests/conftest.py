@@ -25,6 +25,8 @@ def isolated_state(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+    # no test downloads real weights, online or not (the download tests serve their own stand-in hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
 
 

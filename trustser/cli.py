@@ -36,29 +36,24 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _weights_location(spec) -> str | None:
-    from trustser.backbones.weights import resolve_weights
-
-    try:
-        source = resolve_weights(spec)
-    except TrustserError:
-        return None
-    return str(source.path) if source.path else f"{source.kind} ({source.identity[:12]})"
-
-
 @main.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
-def ls_command(as_json: bool) -> None:
-    """List backbones (with where their weights were found) and datasets."""
+@click.option("--offline", is_flag=True, help="Say what is usable offline (default: HF_HUB_OFFLINE).")
+def ls_command(as_json: bool, offline: bool) -> None:
+    """List backbones (where their weights are found locally, or what would be downloaded) and datasets.
+    Touches no network and hashes nothing."""
     from trustser.backbones import BACKBONES
+    from trustser.backbones.weights import plan_weights
     from trustser.corpora import CORPORA
     from trustser.corpora.registry import default_root
 
     rows = []
     for spec in BACKBONES.values():
+        plan = plan_weights(spec, offline=True if offline else None)
         rows.append({"name": spec.name, "kind": "backbone", "family": spec.family, "layers": spec.num_layers,
                      "hidden_states": spec.num_hidden_states, "hidden_size": spec.hidden_size,
-                     "weights": _weights_location(spec), "description": spec.description})
+                     "weights": plan.location if plan.status == "local" else None, "weights_status": plan.status,
+                     "weights_kind": plan.kind, "weights_detail": plan.detail, "description": spec.description})
     for spec in CORPORA.values():
         root = default_root(spec)
         rows.append({"name": spec.name, "kind": "dataset", "description": spec.description,
@@ -69,7 +64,7 @@ def ls_command(as_json: bool) -> None:
     click.echo("backbones:")
     for r in rows:
         if r["kind"] == "backbone":
-            click.echo(f"  {r['name']:<16} {r['layers']:>2} layers x {r['hidden_size']:<4} weights: {r['weights'] or 'not found (use --weights or --random-init)'}")
+            click.echo(f"  {r['name']:<16} {r['layers']:>2} layers x {r['hidden_size']:<4} weights: {r['weights_detail']}")
     click.echo("datasets:")
     for r in rows:
         if r["kind"] == "dataset":
@@ -169,7 +164,7 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
               help="converge: at most this many epochs.")
 @click.option("--patience", default=20, show_default=True, type=click.IntRange(1, 100000),
               help="converge: stop after this many epochs without a better validation UAR.")
-@click.option("--min-steps", default=200, show_default=True, type=click.IntRange(0, None),
+@click.option("--min-steps", default=100, show_default=True, type=click.IntRange(0, None),
               help="converge: optimiser steps trained before early stopping may stop.")
 @click.option("--standardize", type=click.BOOL, is_flag=False, flag_value=True, default=True, show_default=True,
               help="Standardise each layer's features (statistics of the training clips, stored with the head); "
@@ -189,6 +184,8 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--weights", default=None, help="HF model dir, s3prl .ckpt, or CTranslate2 Whisper dir.")
 @click.option("--random-init", type=click.BOOL, is_flag=False, flag_value=True, default=False,
               help="Random weights (NOT a pretrained result; tagged weights=random). Also accepts true/false.")
+@click.option("--offline", is_flag=True, help="Download no weights (as HF_HUB_OFFLINE=1): only --weights, packaged "
+              "and cached weights.")
 @click.option("--cache-dir", default=None, help="Feature cache (default: $TRUSTSER_CACHE or ~/.cache/trustser).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="Feature extraction precision (bf16: autocast with bf16-stored weights; opt-in, see "
@@ -210,7 +207,7 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, schedule, epochs, max_epochs, patience,
                 min_steps, standardize, seeds, bootstrap_resamples, no_reference, batch_size, lr, width, pooling,
                 seed, weights, random_init, cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips,
-                attack_train_mode, no_safety, no_probes, no_cost, experiment, no_progress) -> None:
+                attack_train_mode, no_safety, no_probes, no_cost, experiment, no_progress, offline) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow."""
     from trustser.experiment import RunConfig, TrustConfig, run_experiment
     from trustser.training import TrainConfig
@@ -225,7 +222,7 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, s
         train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, width=width, pooling=pooling, seed=seed,
                           schedule=schedule, max_epochs=max_epochs, patience=patience, min_steps=min_steps,
                           standardize=standardize),
-        unfreeze_top=unfreeze_top, seeds=seeds,
+        unfreeze_top=unfreeze_top, seeds=seeds, offline=offline or None,
         trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
                           max_attack_clips=_optional_int(max_attack_clips, "--max-attack-clips", minimum=1),
                           attack_train_mode=attack_train_mode,
@@ -451,8 +448,11 @@ def services_env(directory) -> None:
 @click.option("--uar-floor", default=None, type=click.FloatRange(0, 1),
               help="Also set aside candidates whose UAR does not clear this floor (interval low end, or the point "
                    "value without one); chance (0.25) is always the least bar.")
+@click.option("--register", "register_name", default=None, metavar="NAME",
+              help="Register the pick's model in the MLflow Model Registry as NAME, alias = the scenario's name.")
+@click.option("--alias", default=None, help="Registry alias (default: the scenario's name).")
 @user_errors
-def recommend_command(scenario, study_name, storage, front_file, as_json, uar_floor) -> None:
+def recommend_command(scenario, study_name, storage, front_file, as_json, uar_floor, register_name, alias) -> None:
     """Pick a configuration from a study's Pareto front for a deployment scenario. Candidates not above chance are
     set aside (listed with the reason); the reasons name the candidates statistically indistinguishable from the
     pick on the scenario's high-priority axes."""
@@ -469,12 +469,55 @@ def recommend_command(scenario, study_name, storage, front_file, as_json, uar_fl
         # the front without chance-level rows (those on Optuna's front stay, to be listed as set aside)
         rows = [r for r in set_aside_chance_level(study_rows(study), study_objectives(study), uar_floor) if r.pareto]
     rec = recommend(rows, chosen, uar_floor)
+    registered = None
+    if _none_if_empty(register_name):
+        import mlflow
+
+        from trustser import tracking
+        from trustser.registry import alias_for, register_pick
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())  # the registry lives in the tracking store
+        version = register_pick(rec, register_name, alias)
+        registered = {"name": version.name, "version": version.version, "alias": alias_for(alias or rec.scenario),
+                      "uri": f"models:/{version.name}@{alias_for(alias or rec.scenario)}", "source": version.source}
     if as_json:
-        click.echo(json.dumps(rec.to_dict(), indent=1, default=str))
+        click.echo(json.dumps({**rec.to_dict(), "registered": registered}, indent=1, default=str))
         return
     click.echo(f"{rec.scenario}: {rec.choice.label}" + (f"  (runner-up: {rec.runner_up.label})" if rec.runner_up else ""))
     for reason in rec.reasons:
         click.echo(f"  - {reason}")
+    if registered:
+        click.echo(f"registered {registered['name']} version {registered['version']} as {registered['uri']}")
+
+
+@main.command("predict")
+@click.argument("model_uri")
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip.")
+@user_errors
+def predict_command(model_uri, clips, as_json) -> None:
+    """Emotion and class probabilities of audio CLIPS from a trustser model (models:/NAME@edge, runs:/ID/model)."""
+    import mlflow
+    import pandas as pd
+
+    from trustser import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())  # models:/ and runs:/ URIs resolve against it
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # MLflow raises several types for a bad URI; the user gets one line
+        raise TrustserError(f"cannot load model {model_uri}: {str(exc).splitlines()[0] if str(exc) else exc}") \
+            from None
+    try:
+        out = model.predict(pd.DataFrame({"path": list(clips)}))
+    except Exception as exc:
+        raise TrustserError(str(exc).splitlines()[0]) from None
+    for clip, row in zip(clips, out.to_dict("records")):
+        if as_json:
+            click.echo(json.dumps({"clip": clip, **row}))
+        else:
+            probs = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("prob_"))
+            click.echo(f"{clip}\t{row['emotion']}\t{probs}")
 
 
 @main.command("report")

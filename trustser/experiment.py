@@ -71,9 +71,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
     seeds: int = 1  # training seeds per fold (seed, seed+1, ...): the spread of test UAR over them is logged
+    log_model: bool = True  # log the deployable pyfunc model (trustser.deploy) on the parent run
+    model_from: str = "best_validation"  # which fold's head the deployable model uses (trustser.deploy.MODEL_FROM)
     trust: TrustConfig = field(default_factory=TrustConfig)
     experiment: str | None = None
     progress: bool = True
+    offline: bool | None = None  # download no weights (None: HF_HUB_OFFLINE decides); not part of what is computed
 
 
 @dataclass
@@ -267,7 +270,8 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
     started = time.perf_counter()
     index = load_corpus(config.dataset, config.data_root, dict(config.corpus_options))
     folds = select_folds(index.folds, config.folds)
-    backbone, source = load_backbone(config.backbone, config.weights, config.random_init, config.train.seed)
+    backbone, source = load_backbone(config.backbone, config.weights, config.random_init, config.train.seed,
+                                     offline=config.offline)
     tracking.setup_tracking(config.experiment)
     tags = {
         "backbone": config.backbone, "dataset": config.dataset,
@@ -289,6 +293,8 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         results = []
         for fold in folds:
             results.append(run_fold(index, features, fold, config, tags, source, backbone, sustainability))
+        if config.log_model and results:
+            log_deployable_model(results, config, backbone, source)
         summary = aggregate([r.metrics for r in results])
         summary.update(pooled_metrics(results, config))
         summary.update(sustainability)
@@ -297,6 +303,37 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         tracking.log_json({"folds": [r.fold for r in results], "summary": summary}, "summary.json")
         tracking.log_json(trust_profile(summary, len(results)), "trust_profile.json")
         return ExperimentResult(parent.info.run_id, results, summary)
+
+
+def log_deployable_model(results: list[FoldResult], config: RunConfig, backbone: Any, source: Any) -> str:
+    """The run's deployable model (``trustser.deploy``): the chosen fold's head on the backbone it was trained
+    with (fine-tuned top layers installed), logged as ``model/`` of the parent run."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from trustser import deploy
+
+    chosen = results[deploy.choose_fold([r.fold for r in results], [r.train.best_val_uar for r in results],
+                                        config.model_from)]
+    head, deployed_backbone = chosen.train.head, backbone
+    if hasattr(head, "top"):  # fine-tuned: the top layers live in the backbone of the deployed model
+        from trustser.finetune import with_trained_top
+
+        deployed_backbone, head = with_trained_top(backbone, head.top), head.head
+    spec = backbone.spec
+    card = deploy.ModelCard(
+        backbone=spec.name, num_layers=spec.num_hidden_states, hidden_size=spec.hidden_size, width=config.train.width,
+        pooling=config.train.pooling, classes=tuple(EMOTIONS), max_seconds=config.max_seconds,
+        sample_rate=trustser.SAMPLE_RATE, weights_source=source.kind, weights_identity=source.identity,
+        random_weights=source.is_random, unfreeze_top=config.unfreeze_top, model_from=config.model_from,
+        model_fold=chosen.fold, validation_uar=chosen.train.best_val_uar, dataset=config.dataset)
+    with tempfile.TemporaryDirectory(prefix="trustser-model-") as tmp:
+        uri = deploy.log_model(deployed_backbone, head, card, Path(tmp))
+    mlflow.log_params({"model_from": config.model_from, "model_fold": chosen.fold})
+    mlflow.set_tag("trustser.model_uri", uri)
+    return uri
 
 
 def pooled_metrics(results: list[FoldResult], config: RunConfig) -> dict[str, float]:

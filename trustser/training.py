@@ -43,7 +43,7 @@ class TrainConfig:
     width: int = 128
     pooling: str = "weighted"
     seed: int = 0
-    min_steps: int = 200  # converge: optimiser steps before early stopping may stop (paper: ignored)
+    min_steps: int = 100  # converge: optimiser steps before early stopping may stop (paper: ignored)
     schedule: str = "converge"
     max_epochs: int = 200  # converge: the cap
     patience: int = 20  # converge: epochs without a better validation UAR before stopping (after the floor)

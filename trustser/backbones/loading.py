@@ -40,10 +40,11 @@ def _s3prl(spec: BackboneSpec, path):
 FAMILIES: dict[str, Callable[[BackboneSpec, object], Backbone]] = {"whisper": _whisper, "ssl": _ssl, "s3prl": _s3prl}
 
 
-def load_backbone(name: str, weights: str | None = None, random_init: bool = False,
-                  seed: int = 0, source: WeightsSource | None = None) -> tuple[Backbone, WeightsSource]:
+def load_backbone(name: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
+                  source: WeightsSource | None = None, offline: bool | None = None) -> tuple[Backbone, WeightsSource]:
+    """``offline`` None reads HF_HUB_OFFLINE (see trustser.backbones.weights for the resolution order)."""
     spec = get_backbone_spec(name)
-    source = source or resolve_weights(spec, weights, random_init, seed)
+    source = source or resolve_weights(spec, weights, random_init, seed, offline)
     if source.is_random:
         message = RANDOM_WARNING.format(name=name)
         warnings.warn(message, stacklevel=2)

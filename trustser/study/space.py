@@ -166,7 +166,7 @@ def config_label(params: Mapping[str, Any]) -> str:
 def config_hash(run_config: Any) -> str:
     """Identity of what a trial computes: every RunConfig field except where it is logged and how it is shown."""
     values = asdict(run_config)
-    for key in ("experiment", "progress", "cache_dir"):
+    for key in ("experiment", "progress", "cache_dir", "offline", "log_model"):
         values.pop(key, None)
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
