@@ -151,7 +151,8 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--backbone", default="whisper_base", show_default=True)
 @click.option("--dataset", default="emodb", show_default=True)
 @click.option("--data-root", default=None, help="Corpus root (default: the shipped copy, where there is one).")
-@click.option("--manifest", default=None, help="A manifest CSV (path,speaker,gender,emotion[,split|fold]); implies --dataset manifest.")
+@click.option("--manifest", default=None, help="A manifest: CSV (path,speaker,gender,emotion[,split|fold]), SpeechBrain "
+              "JSON or EmoBox JSONL; absolute paths are read as listed; implies --dataset manifest.")
 @click.option("--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE",
               help="Loader option, repeatable (e.g. merge_excited=false, label_source=intended, emotion_map=joy=happy).")
 @click.option("--folds", default="all", show_default=True, help="'all' or fold numbers like 1,3.")

@@ -43,7 +43,7 @@ class BackboneSpec:
     num_layers: int  # encoder layers; the hidden states returned are num_layers + 1 (input embedding included)
     hidden_size: int
     paper: PaperFigures | None = None
-    hf_repo_id: str | None = None  # looked up in the local Hugging Face cache, offline
+    hf_repo_id: str | None = None  # the published repo: local HF cache first, else downloaded (unless offline)
     hf_cache_file: str | None = None  # for s3prl checkpoints hosted as a single file in an HF repo
     s3prl_url: str | None = None  # what s3prl's hub downloads; its download cache is looked up offline
     packaged: str | None = None  # name in trustser.backbones.packaged_whisper.PACKAGES
