@@ -297,3 +297,15 @@ def test_real_runner_on_tiny_emodb_fills_the_five_objectives(mini_emodb, storage
         nested = client.search_runs([client.get_run(trial.user_attrs["mlflow_run_id"]).info.experiment_id],
                                     filter_string=f"tags.mlflow.parentRunId = '{trial.user_attrs['mlflow_run_id']}'")
         assert [r.data.tags["backbone"] for r in nested] == [trial.params["backbone"]]  # run_experiment nested
+
+
+def test_the_study_names_its_metrics_and_trials_carry_label_and_run_id_for_optuna_dashboard(quick, storage):
+    from trustser.study.space import config_label
+
+    run_study(quick, n_trials=2, storage=storage, runner=FakeRunner())
+    study, trials = completed(storage)
+    assert study.metric_names == [o.name for o in quick.objectives] == study.user_attrs["objectives"]
+    client = mlflow.MlflowClient()
+    for t in trials:
+        assert t.user_attrs["label"] == config_label(t.params)
+        assert client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["optuna_trial_number"] == str(t.number)

@@ -4,18 +4,25 @@ Default store: a local sqlite database ``mlflow.db`` in the working directory; f
 to an absolute ``mlartifacts/`` path beside its database file; ``MLFLOW_TRACKING_URI`` overrides. Under ``mlflow
 run`` the project run (``MLFLOW_RUN_ID``) becomes the parent run, and because MLflow refuses to re-log a parameter with another value,
 parameters already logged by ``mlflow run`` are left alone and a differing resolved value goes under ``resolved.KEY``.
+
+Dead runs: a run records the process that logs it (tags ``trustser.host``, ``trustser.pid``,
+``trustser.process_start``); ``process_state`` tells from those tags whether that process still lives, and
+``kill_run_tree`` marks a dead run (and what is nested under it) KILLED with its reason, for the study workers and for
+a resumed ``trustser run`` alike.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 DEFAULT_EXPERIMENT = "trustser"
+HOST_TAG, PID_TAG, START_TAG = "trustser.host", "trustser.pid", "trustser.process_start"  # process_tags
 
 
 def default_tracking_uri(workdir: Path | None = None) -> str:
@@ -101,3 +108,70 @@ def log_figure_png(fig: Any, artifact_file: str) -> None:
 def artifact_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="trustser-artifacts-") as tmp:
         yield Path(tmp)
+
+
+
+def process_start(pid: int) -> str:
+    """What tells this process from a later one that reuses its pid: the boot id and the start time in clock ticks
+    since boot (Linux ``/proc``); "" where ``/proc`` is not there (the pid alone is then compared)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces and parentheses
+    return f"{boot}/{fields[19]}"  # field 22 of stat, starttime
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming the process that logs a run, read back by ``process_state``."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), START_TAG: process_start(os.getpid())}
+
+
+def process_state(tags: Mapping[str, str]) -> str:
+    """``alive``, ``dead`` or ``unknown`` for the process named by a run's ``process_tags``.
+
+    Only a process on this host can be checked: a run logged from another machine, or one without the tags, is
+    ``unknown`` (nobody can tell a dead remote process from a live one without a heartbeat). A zombie counts as dead;
+    a live pid whose start differs from the recorded one is a later process that reused the pid: dead too. Assumes
+    that the host name tells apart the machines (and pid namespaces, e.g. containers) sharing a tracking store."""
+    pid = tags.get(PID_TAG, "")
+    if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit():
+        return "unknown"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2:].split()[0] == "Z":
+            return "dead"
+    except OSError:
+        pass
+    recorded = tags.get(START_TAG, "")
+    if recorded and process_start(int(pid)) not in ("", recorded):
+        return "dead"
+    return "alive"
+
+
+def kill_run_tree(client: Any, run: Any, experiment_id: str, reason: str, finished_too: bool = True) -> list[str]:
+    """Mark ``run`` and every run nested under it KILLED (tag ``trustser.killed``: the reason); returns their ids.
+
+    ``finished_too``: FINISHED runs of the tree are marked as well (tag ``trustser.status_before_kill``), for a caller
+    that computes them again; without it they keep their status (a resumed ``trustser run`` reuses them)."""
+    marked, stack = [], [run]
+    killable = ("RUNNING", "SCHEDULED", "FINISHED") if finished_too else ("RUNNING", "SCHEDULED")
+    while stack:
+        current = stack.pop()
+        stack += client.search_runs([experiment_id],
+                                    filter_string=f"tags.mlflow.parentRunId = '{current.info.run_id}'")
+        status = current.info.status
+        if status in killable:
+            if status != "RUNNING":
+                client.set_tag(current.info.run_id, "trustser.status_before_kill", status)
+            client.set_tag(current.info.run_id, "trustser.killed", reason[:5000])
+            client.set_terminated(current.info.run_id, "KILLED")
+            marked.append(current.info.run_id)
+    return marked

@@ -15,6 +15,9 @@ Look:  mlflow ui --backend-store-uri sqlite:///mlflow.db
 - Reuse: a trial whose configuration (``config_hash`` of its RunConfig, a trial user attr) already has a COMPLETE
   trial anywhere in the storage takes that trial's stored summary instead of retraining (user attrs
   ``reused_from_study`` / ``reused_from_trial``).
+- optuna-dashboard: the study's metric names are the objective names (``Study.set_metric_names``: the Pareto plot's
+  axes and the trial table's value columns say ``performance``, ``privacy``, ...); each trial carries user attrs
+  ``label`` (the configuration, as in the MLflow run name) and ``mlflow_run_id``.
 - Cross-references: trial user attr ``mlflow_run_id``; trial run tags ``optuna_study_name``,
   ``optuna_trial_number``; the study's user attr ``mlflow_run_id`` is its current parent run; at the end every
   trial run is tagged ``pareto=true|false`` and the study run gets ``pareto.json``, ``pareto.csv``, ``pareto.png``
@@ -31,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -146,6 +150,9 @@ def open_study(storage: str | None, study_name: str, space: StudySpace | None = 
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study '{study_name}' in {redact(url)} has other directions than {space.source}")
     study.set_user_attr("objectives", names)
+    with warnings.catch_warnings():  # experimental since Optuna 3.2; optuna-dashboard's axes and columns read it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
     study.set_user_attr("space", space.to_dict())
     study.set_user_attr("space_file", space.source)
     return study
@@ -264,6 +271,7 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
             with mlflow.start_run(run_name=f"trial {trial.number}: {config_label(params)}", nested=True,
                                   tags=tags) as run:
                 trial.set_user_attr("mlflow_run_id", run.info.run_id)
+                trial.set_user_attr("label", config_label(params))
                 mlflow.log_params(params)
                 try:
                     previous = find_previous(storage_obj, chash, keys, name)

@@ -255,6 +255,8 @@ def mark_dead_trial_runs(study, parent_run_id: str) -> list[str]:
     import mlflow
     from optuna.trial import TrialState
 
+    from trustser import tracking
+
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
@@ -269,25 +271,9 @@ def mark_dead_trial_runs(study, parent_run_id: str) -> list[str]:
             continue
         reason = (f"trial {number} of study {study.study_name} died (no heartbeat; Optuna state {state.name}); its "
                   "configuration is evaluated again by a retried trial")
-        marked += _kill_tree(client, run, experiment_id, reason)
+        marked += tracking.kill_run_tree(client, run, experiment_id, reason)
     if marked:
         log.warning("marked %d MLflow run(s) of dead trials KILLED", len(marked))
-    return marked
-
-
-def _kill_tree(client, run, experiment_id: str, reason: str) -> list[str]:
-    marked, stack = [], [run]
-    while stack:
-        current = stack.pop()
-        stack += client.search_runs([experiment_id],
-                                    filter_string=f"tags.mlflow.parentRunId = '{current.info.run_id}'")
-        status = current.info.status
-        if status in ("RUNNING", "SCHEDULED", "FINISHED"):
-            if status != "RUNNING":
-                client.set_tag(current.info.run_id, "trustser.status_before_kill", status)
-            client.set_tag(current.info.run_id, "trustser.killed", reason)
-            client.set_terminated(current.info.run_id, "KILLED")
-            marked.append(current.info.run_id)
     return marked
 
 
