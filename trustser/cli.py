@@ -172,7 +172,7 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
                    "--standardize false is the method's head.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),
               help="Training seeds per fold; the spread of test UAR over them is logged (trust metrics: first).")
-@click.option("--bootstrap", "bootstrap_resamples", default=1000, show_default=True, type=click.IntRange(0, None),
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0, None),
               help="Speaker-level bootstrap resamples per 95 %% interval (0: no intervals).")
 @click.option("--no-reference", is_flag=True, help="Skip the linear reference probe (reference_linear_uar).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
@@ -206,7 +206,7 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 @click.option("--no-progress", is_flag=True)
 @user_errors
 def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, schedule, epochs, max_epochs, patience,
-                min_steps, standardize, seeds, bootstrap_resamples, no_reference, batch_size, lr, width, pooling,
+                min_steps, standardize, seeds, bootstrap, no_reference, batch_size, lr, width, pooling,
                 seed, weights, random_init, cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips,
                 attack_train_mode, no_safety, no_probes, no_cost, experiment, no_progress, offline) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow."""
@@ -228,7 +228,7 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, s
                           max_attack_clips=_optional_int(max_attack_clips, "--max-attack-clips", minimum=1),
                           attack_train_mode=attack_train_mode,
                           probes=not no_probes, measure_cost=not no_cost, reference=not no_reference,
-                          bootstrap_resamples=bootstrap_resamples),
+                          bootstrap_resamples=bootstrap),
         experiment=_none_if_empty(experiment), progress=not no_progress,
     )
     if random_init:
