@@ -3,44 +3,16 @@
 ``run_experiment(config)`` is a plain function returning the results, so the CLI, ``mlflow run`` and the study all
 compose it the same way.
 
-Datasets. Every run logs the corpus it used as an MLflow dataset input (the UI's Dataset column): the parent run the
-whole corpus (context ``corpus``), each fold run its ``train`` / ``validation`` / ``test`` subsets. A dataset is the
-clip table (clip id, path, speaker, gender, emotion, content hash; on the parent also each clip's partition in every
-fold), named after the corpus (``emodb``, ``emodb/fold1/train``; a manifest corpus: ``manifest:<file name>``), with
-the data root or manifest file as its source and a digest over each clip's id, content hash (sha1 of the file) and
-labels: two runs on different versions of a corpus show different digests. The parent also keeps the table as
-``dataset/clips.csv``. The content hashes are computed once more after feature extraction (the cache already hashes
-every clip but does not hand the hashes out; the files are then in the page cache).
-
-Resume. Runs carry ``trustser.config_hash`` (``config_hash`` of the RunConfig), ``trustser.resume_key`` (that hash,
-the corpus digest, the weights identity and the trustser version), ``trustser.kind`` (``experiment`` / ``fold``) and
-the identity of the process logging them (``tracking.process_tags``: host, pid, process start). A top-level run (not
-inside a study trial: tag ``trustser.resumable``) first marks KILLED the RUNNING runs of its configuration whose
-process is dead (on this host: pid gone, a zombie, or reused by a later process; ``trustser.killed`` says why),
-keeping their FINISHED folds; then, once its corpus digest is known, it reuses every FINISHED fold run with its resume
-key whose parent is KILLED or FAILED: the fold run is moved under the new parent (tag ``mlflow.parentRunId`` rewritten;
-``trustser.reparented_from`` on the fold, ``trustser.reused_folds`` and ``trustser.resumes_run`` on the new parent,
-``trustser.resumed_by`` on the old one), and its metrics, per-clip test outcomes and trained head come back from its
-``resume/`` artifacts (``fold_result.json``, ``head.safetensors``), so the summary, the pooled intervals and the
-deployable model are those of a run that was never interrupted. So the store keeps one FINISHED run per (backbone,
-dataset, fold, configuration) across kills: should two copies of a fold qualify, the newest is reused and the other
-marked KILLED (superseded), as is one whose artifacts cannot be read (that fold is then computed again).
-
-Not resumed: a run whose parent FINISHED (running a finished configuration again measures it again, as a new parent:
-the same command is how one re-measures latency or checks determinism); RUNNING runs whose process lives or whose
-host is another machine (no heartbeat tells a dead remote process from a live one: they are left RUNNING, with a
-warning, and their folds are not reused); runs under a study trial; runs deleted in MLflow (delete a dead run to have
-its folds computed again). One resume of a configuration at a time: two started together would both reuse the folds.
+The run configuration and results are in ``trustser.run_config``; the corpus as MLflow dataset inputs in
+``trustser.run_datasets``; resuming an interrupted run in ``trustser.run_resume`` (their docstrings say how).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -54,84 +26,19 @@ from trustser.errors import ConfigError
 from trustser.features import ExtractionStats, FeatureStore, extract_features
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_report
-from trustser.metrics.headline import DEFAULT_RESAMPLES, TestOutcomes, headline_metrics, pool
+from trustser.metrics.headline import TestOutcomes, headline_metrics, pool
 from trustser.metrics.privacy import PROBE_CONFIG, gender_probe, speaker_probe
 from trustser.metrics.reference import linear_reference, reference_warning
 from trustser.training import TrainConfig, TrainResult, predict, predict_logits, train_head
+from trustser.run_config import ExperimentResult, FoldResult, RunConfig, TrustConfig  # noqa: F401 (re-exported)
+from trustser.run_datasets import CorpusTable, corpus_table, log_corpus_input, log_fold_inputs  # noqa: F401
+from trustser.run_resume import (  # noqa: F401 (re-exported)
+    CONFIG_HASH_TAG, KIND_TAG, RESUMABLE_TAG, RESUME_KEY_TAG, load_fold_state, log_fold_state, mark_dead_runs,
+    resume_folds, resume_key,
+)
 
 log = logging.getLogger(__name__)
 
-CONFIG_HASH_TAG = "trustser.config_hash"
-RESUME_KEY_TAG = "trustser.resume_key"
-RESUMABLE_TAG = "trustser.resumable"
-KIND_TAG = "trustser.kind"
-RESUME_DIR = "resume"  # artifacts of a fold run that a resumed run reads back
-RESUME_FORMAT = 1
-CLIP_COLUMNS = ("clip_id", "path", "speaker", "gender", "emotion", "sha1")
-
-
-@dataclass(frozen=True)
-class TrustConfig:
-    """Which trust measurements a fold runs, and their settings (all logged as params).
-
-    PGD is opt-in: at 10 steps it costs about ten FGSM attacks. FGSM and Gaussian noise take one gradient / noise
-    draw per clip for every SNR, so the sweep costs little beyond the 45 dB point.
-    """
-
-    safety: bool = True
-    snr_db: float = 45.0
-    attacks: tuple[str, ...] = ("fgsm", "gaussian")
-    sweep_snrs: tuple[float, ...] = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0)
-    pgd_steps: int = 10
-    attack_train_mode: bool = False
-    max_attack_clips: int | None = None  # attack at most this many test clips (deterministic subset), for speed
-    probes: bool = True
-    probe_epochs: int = PROBE_CONFIG.epochs  # the `paper` schedule's probe epochs; `converge` probes converge
-    measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
-    reference: bool = True  # the linear reference probe (reference_linear_uar) on every fold
-    bootstrap_resamples: int = DEFAULT_RESAMPLES  # speaker-level bootstrap resamples per interval (0 = none)
-
-    def as_params(self) -> dict[str, object]:
-        return {f"trust.{k}": v for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    backbone: str = "whisper_base"
-    dataset: str = "emodb"
-    data_root: str | None = None
-    corpus_options: tuple[tuple[str, str], ...] = ()  # loader options, e.g. (("merge_excited", "false"),)
-    folds: str = "all"  # "all", or fold numbers "1,3", 1-based
-    weights: str | None = None
-    random_init: bool = False
-    cache_dir: str | None = None
-    max_seconds: float = MAX_SECONDS
-    precision: str = "fp32"  # feature extraction: fp32 or bf16 autocast
-    train: TrainConfig = field(default_factory=TrainConfig)
-    unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
-    seeds: int = 1  # training seeds per fold (seed, seed+1, ...): the spread of test UAR over them is logged
-    log_model: bool = True  # log the deployable pyfunc model (trustser.deploy) on the parent run
-    model_from: str = "best_validation"  # which fold's head the deployable model uses (trustser.deploy.MODEL_FROM)
-    trust: TrustConfig = field(default_factory=TrustConfig)
-    experiment: str | None = None
-    progress: bool = True
-    offline: bool | None = None  # download no weights (None: HF_HUB_OFFLINE decides); not part of what is computed
-
-
-@dataclass
-class FoldResult:
-    fold: str
-    run_id: str | None
-    metrics: dict[str, float]
-    train: TrainResult
-    outcomes: TestOutcomes | None = None  # per-clip test outcomes, pooled over folds on the parent
-
-
-@dataclass
-class ExperimentResult:
-    parent_run_id: str | None
-    folds: list[FoldResult]
-    summary: dict[str, float]
 
 
 def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
@@ -158,12 +65,14 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     embeddings and the attacks go through the backbone with the trained top layers.
     """
     labels = {c: index.clips[c].label for c in index.clips}
-    model_factory = None
+    model_factory = None  # builds a fresh fine-tuning model (top layers + head) per training seed
     if unfreeze_top:
+        from functools import partial
+
         from trustser.finetune import build_finetune_model
 
-        def model_factory():
-            return build_finetune_model(backbone, unfreeze_top, len(EMOTIONS), config.width, config.pooling)
+        model_factory = partial(build_finetune_model, backbone, unfreeze_top, len(EMOTIONS), config.width,
+                                config.pooling)
     model = model_factory() if model_factory else None
     result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), config,
                         progress=progress, desc=f"{fold.name} train", model=model)
@@ -633,256 +542,3 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
 
 
 
-@dataclass(frozen=True)
-class CorpusTable:
-    """The clips a run used, as its MLflow dataset input: one row per clip (``CLIP_COLUMNS``, then the clip's
-    partition in every fold of the corpus, "" where a fold leaves it out), with the dataset's name, source and
-    digest."""
-
-    name: str
-    source: str
-    frame: Any  # pandas.DataFrame
-    digest: str
-
-    def subset(self, clip_ids: tuple[str, ...] | list[str], partition: str):
-        wanted = set(clip_ids)
-        return self.frame.loc[self.frame["clip_id"].isin(wanted), list(CLIP_COLUMNS)].assign(partition=partition)
-
-
-def corpus_table(index: CorpusIndex, config: RunConfig) -> CorpusTable:
-    """The corpus as loaded and extracted (clips with unusable audio are gone), each file hashed once more."""
-    import pandas as pd
-
-    from trustser.features import clip_digest
-
-    rows = [(cid, str(clip.path), clip.speaker, clip.gender or "", clip.emotion, clip_digest(clip.path))
-            for cid, clip in sorted(index.clips.items())]
-    frame = pd.DataFrame(rows, columns=list(CLIP_COLUMNS))
-    for fold in index.folds:
-        where = {cid: part for part, ids in fold.partitions().items() for cid in ids}
-        frame[fold.name] = [where.get(cid, "") for cid in frame["clip_id"]]
-    source = corpus_source(index, config)
-    name = f"manifest:{Path(source).name}" if index.name == "manifest" else index.name
-    return CorpusTable(name, source, frame, table_digest(frame))
-
-
-def corpus_source(index: CorpusIndex, config: RunConfig) -> str:
-    """Where the corpus came from: the manifest file for a manifest corpus, else its data root."""
-    if index.name == "manifest" and config.data_root:
-        from trustser.corpora.manifest import manifest_path
-
-        try:
-            return str(manifest_path(Path(config.data_root).expanduser().resolve(), dict(config.corpus_options)))
-        except Exception:  # it was found a moment ago; should it be gone now, the data root still says where
-            pass
-    return str(index.root)
-
-
-def table_digest(frame: Any) -> str:
-    """Digest of a clip table: its clips' ids, content hashes and labels, in clip-id order (MLflow keeps up to 36
-    characters)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for row in sorted(frame[["clip_id", "sha1", "speaker", "gender", "emotion"]].itertuples(index=False)):
-        h.update(("\t".join(map(str, row)) + "\n").encode())
-    return h.hexdigest()[:16]
-
-
-def mlflow_dataset(frame: Any, name: str, source: str, digest: str) -> Any:
-    import warnings
-
-    import mlflow
-
-    with warnings.catch_warnings():  # MLflow registers local paths twice ("" and file schemes), to the same class
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        return mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
-
-
-def log_corpus_input(corpus: CorpusTable) -> None:
-    """The whole corpus on the parent run (context ``corpus``), its table as ``dataset/clips.csv``."""
-    import mlflow
-
-    mlflow.log_input(mlflow_dataset(corpus.frame, corpus.name, corpus.source, corpus.digest), context="corpus")
-    mlflow.log_text(corpus.frame.to_csv(index=False), "dataset/clips.csv")
-
-
-def log_fold_inputs(corpus: CorpusTable, fold: Fold) -> None:
-    """A fold run's three dataset inputs: its train, validation and test clips (contexts of those names)."""
-    import mlflow
-
-    parts = fold.partitions()
-    datasets = []
-    for part, ids in parts.items():
-        frame = corpus.subset(ids, part)
-        datasets.append(mlflow_dataset(frame, f"{corpus.name}/{fold.name}/{part}", corpus.source,
-                                       table_digest(frame)))
-    mlflow.log_inputs(datasets, contexts=list(parts), tags_list=[None] * len(parts))
-
-
-def resume_key(chash: str, corpus_digest: str, weights_identity: str) -> str:
-    """What a fold run must share with a new run to be reused by it: configuration, corpus, weights and code."""
-    import hashlib
-
-    text = json.dumps([chash, corpus_digest, weights_identity, trustser.__version__])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def mark_dead_runs(chash: str, current_id: str) -> list[str]:
-    """Mark KILLED the RUNNING top-level runs of configuration ``chash`` (parents and folds) whose process is dead,
-    leaving their FINISHED folds as they are; returns the ids marked. Runs whose process lives, or runs on another
-    host, are left RUNNING (the latter with a warning)."""
-    import mlflow
-
-    from trustser import tracking
-
-    client = mlflow.MlflowClient()
-    experiment_id = client.get_run(current_id).info.experiment_id
-    running = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{CONFIG_HASH_TAG}` = '{chash}' and tags.`{RESUMABLE_TAG}` = 'true' and attributes.status = 'RUNNING'"),
-        max_results=1000)
-    marked: list[str] = []
-    for run in sorted(running, key=lambda r: r.data.tags.get(KIND_TAG) != "experiment"):  # parents: whole trees
-        tags = run.data.tags
-        if run.info.run_id == current_id or run.info.run_id in marked:
-            continue
-        state = tracking.process_state(tags)
-        if state == "dead":
-            reason = (f"its process (pid {tags.get(tracking.PID_TAG)} on {tags.get(tracking.HOST_TAG)}) died; run "
-                      f"{current_id} of the same configuration ({chash}) resumes it and reuses its finished folds")
-            marked += tracking.kill_run_tree(client, run, experiment_id, reason, finished_too=False)
-        elif state == "unknown":
-            log.warning("run %s of this configuration is RUNNING on host %s, which cannot be checked from here: left "
-                        "as it is, and its folds are not reused", run.info.run_id, tags.get(tracking.HOST_TAG, "?"))
-    if marked:
-        log.warning("marked %d MLflow run(s) of a dead run of this configuration KILLED: %s", len(marked),
-                    ", ".join(marked))
-    return marked
-
-
-def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: Any,
-                 parent_id: str) -> dict[str, FoldResult]:
-    """The finished folds of an interrupted run with resume key ``key``, moved under ``parent_id`` and read back
-    (see the module docstring); fold name → FoldResult."""
-    import mlflow
-
-    from trustser import tracking
-
-    client = mlflow.MlflowClient()
-    experiment_id = client.get_run(parent_id).info.experiment_id
-    found = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{RESUME_KEY_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'fold' and tags.`{RESUMABLE_TAG}` = 'true' "
-        "and attributes.status = 'FINISHED'"), order_by=["attributes.end_time DESC"], max_results=1000)
-    parents: dict[str, Any] = {}
-
-    def interrupted(old: str) -> bool:
-        if old and old not in parents:
-            try:
-                parents[old] = client.get_run(old)
-            except Exception:  # the parent is gone from the store
-                parents[old] = None
-        parent = parents.get(old)
-        return (old != parent_id and parent is not None and parent.info.lifecycle_stage == "active"
-                and parent.info.status in ("KILLED", "FAILED"))
-
-    out: dict[str, FoldResult] = {}
-    moved_from: dict[str, str] = {}  # fold name → the interrupted parent it is reused from
-    for run in found:  # newest first
-        name, old = run.data.tags.get("fold", ""), run.data.tags.get("mlflow.parentRunId", "")
-        if name not in fold_names or not interrupted(old):
-            continue
-        if name in out:
-            reason = f"superseded: run {out[name].run_id} is the finished {name} of this configuration"
-        else:
-            try:
-                out[name], moved_from[name] = load_fold_state(client, run, config, backbone), old
-                continue
-            except Exception as exc:
-                log.warning("cannot reuse finished %s (run %s): %s; computing it again", name, run.info.run_id, exc)
-                reason = (f"its resume artifacts could not be read ({type(exc).__name__}: {exc}); run {parent_id} "
-                          f"computes {name} again")
-        tracking.kill_run_tree(client, run, experiment_id, reason)
-    for name, result in out.items():
-        client.set_tag(result.run_id, "trustser.reparented_from", moved_from[name])
-        client.set_tag(result.run_id, "mlflow.parentRunId", parent_id)
-    old_parents = sorted(set(moved_from.values()))
-    for old in old_parents:
-        client.set_tag(old, "trustser.resumed_by", parent_id)
-    if out:
-        mlflow.set_tags({"trustser.reused_folds": ", ".join(f"{n}={r.run_id}" for n, r in sorted(out.items())),
-                         "trustser.resumes_run": ", ".join(old_parents)})
-        log.warning("resuming run(s) %s: reusing finished %s", ", ".join(old_parents), ", ".join(sorted(out)))
-    return out
-
-
-def log_fold_state(result: FoldResult) -> None:
-    """``resume/fold_result.json`` (the fold's metrics, training summary and per-clip test outcomes) and
-    ``resume/head.safetensors`` (the trained head's state dict): what a resumed run needs to reuse this fold."""
-    import mlflow
-    from safetensors.torch import save_file
-
-    from trustser import tracking
-
-    train = result.train
-    state = {"format": RESUME_FORMAT, "fold": result.fold,
-             "metrics": {k: float(v) for k, v in result.metrics.items()},
-             "train": {"best_epoch": int(train.best_epoch), "best_val_uar": float(train.best_val_uar),
-                       "history": [{k: float(v) for k, v in h.items()} for h in train.history],
-                       "steps": int(train.steps), "stop_reason": train.stop_reason},
-             "outcomes": outcomes_to_json(result.outcomes) if result.outcomes is not None else None}
-    tracking.log_json(state, f"{RESUME_DIR}/fold_result.json")
-    with tracking.artifact_dir() as tmp:
-        path = tmp / "head.safetensors"
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in train.head.state_dict().items()}, str(path))
-        mlflow.log_artifact(str(path), RESUME_DIR)
-
-
-def load_fold_state(client: Any, run: Any, config: RunConfig, backbone: Any) -> FoldResult:
-    """A finished fold run as a FoldResult, from its ``resume/`` artifacts (the head rebuilt and loaded)."""
-    import tempfile
-
-    from safetensors.torch import load_file
-
-    with tempfile.TemporaryDirectory(prefix="trustser-resume-") as tmp:
-        local = Path(client.download_artifacts(run.info.run_id, RESUME_DIR, tmp))
-        state = json.loads((local / "fold_result.json").read_text())
-        weights = load_file(str(local / "head.safetensors"))
-    if state.get("format") != RESUME_FORMAT:
-        raise ValueError(f"resume format {state.get('format')}, this trustser reads {RESUME_FORMAT}")
-    if config.unfreeze_top:
-        from trustser.finetune import build_finetune_model
-
-        head = build_finetune_model(backbone, config.unfreeze_top, len(EMOTIONS), config.train.width,
-                                    config.train.pooling)
-    else:  # sized from the stored statistics, as train_head sizes it from the features
-        from trustser.head import EmotionHead
-
-        head = EmotionHead(*weights["feat_mean"].shape, len(EMOTIONS), config.train.width, config.train.pooling)
-    head.load_state_dict(weights)
-    head.eval()
-    t = state["train"]
-    train = TrainResult(head, t["best_epoch"], t["best_val_uar"], t["history"], t["steps"], t["stop_reason"])
-    outcomes = outcomes_from_json(state["outcomes"]) if state["outcomes"] is not None else None
-    return FoldResult(state["fold"], run.info.run_id, state["metrics"], train, outcomes)
-
-
-def outcomes_to_json(outcomes: TestOutcomes) -> dict[str, Any]:
-    """Every array of the outcomes with its dtype and shape, exactly (floats round-trip through JSON)."""
-    out = {}
-    for name in TestOutcomes.__dataclass_fields__:
-        array = np.asarray(getattr(outcomes, name))
-        out[name] = {"dtype": "object" if array.dtype == object else array.dtype.str, "shape": list(array.shape),
-                     "values": array.ravel().tolist()}
-    return out
-
-
-def outcomes_from_json(data: dict[str, Any]) -> TestOutcomes:
-    arrays = {}
-    for name, item in data.items():
-        values = np.empty(len(item["values"]), dtype=object) if item["dtype"] == "object" else None
-        if values is not None:
-            values[:] = item["values"]  # element by element: a list of strings must not become a 2-D array
-        else:
-            values = np.array(item["values"], dtype=item["dtype"])
-        arrays[name] = values.reshape(item["shape"])
-    return TestOutcomes(**arrays)

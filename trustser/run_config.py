@@ -1,0 +1,78 @@
+"""The configuration of one run (a backbone over a corpus's folds) and what it returns, as data.
+
+Kept apart from ``trustser.experiment`` so that the modules that read or write runs (resume, dataset inputs, the
+study's search space) import the schema without importing the experiment that runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from trustser import MAX_SECONDS
+from trustser.metrics.headline import DEFAULT_RESAMPLES, TestOutcomes
+from trustser.metrics.privacy import PROBE_CONFIG
+from trustser.training import TrainConfig, TrainResult
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """Which trust measurements a fold runs, and their settings (all logged as params).
+
+    PGD is opt-in: at 10 steps it costs about ten FGSM attacks. FGSM and Gaussian noise take one gradient / noise
+    draw per clip for every SNR, so the sweep costs little beyond the 45 dB point.
+    """
+
+    safety: bool = True
+    snr_db: float = 45.0
+    attacks: tuple[str, ...] = ("fgsm", "gaussian")
+    sweep_snrs: tuple[float, ...] = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0)
+    pgd_steps: int = 10
+    attack_train_mode: bool = False
+    max_attack_clips: int | None = None  # attack at most this many test clips (deterministic subset), for speed
+    probes: bool = True
+    probe_epochs: int = PROBE_CONFIG.epochs  # the `paper` schedule's probe epochs; `converge` probes converge
+    measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
+    reference: bool = True  # the linear reference probe (reference_linear_uar) on every fold
+    bootstrap_resamples: int = DEFAULT_RESAMPLES  # speaker-level bootstrap resamples per interval (0 = none)
+
+    def as_params(self) -> dict[str, object]:
+        return {f"trust.{k}": v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    backbone: str = "whisper_base"
+    dataset: str = "emodb"
+    data_root: str | None = None
+    corpus_options: tuple[tuple[str, str], ...] = ()  # loader options, e.g. (("merge_excited", "false"),)
+    folds: str = "all"  # "all", or fold numbers "1,3", 1-based
+    weights: str | None = None
+    random_init: bool = False
+    cache_dir: str | None = None
+    max_seconds: float = MAX_SECONDS
+    precision: str = "fp32"  # feature extraction: fp32 or bf16 autocast
+    train: TrainConfig = field(default_factory=TrainConfig)
+    unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
+    seeds: int = 1  # training seeds per fold (seed, seed+1, ...): the spread of test UAR over them is logged
+    log_model: bool = True  # log the deployable pyfunc model (trustser.deploy) on the parent run
+    model_from: str = "best_validation"  # which fold's head the deployable model uses (trustser.deploy.MODEL_FROM)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    experiment: str | None = None
+    progress: bool = True
+    offline: bool | None = None  # download no weights (None: HF_HUB_OFFLINE decides); not part of what is computed
+
+
+@dataclass
+class FoldResult:
+    fold: str
+    run_id: str | None
+    metrics: dict[str, float]
+    train: TrainResult
+    outcomes: TestOutcomes | None = None  # per-clip test outcomes, pooled over folds on the parent
+
+
+@dataclass
+class ExperimentResult:
+    parent_run_id: str | None
+    folds: list[FoldResult]
+    summary: dict[str, float]
