@@ -178,3 +178,9 @@ def test_to_dict_is_flat_floats() -> None:
     assert d["eo_neutral"] == pytest.approx(0.5)
     assert d["n_female"] == 8.0
     assert all(isinstance(v, float) for v in d.values())
+
+
+def test_a_single_clip_gives_undefined_gaps_with_the_reason_not_a_crash():
+    report = fairness_report([1], [1], ["female"], 4)
+    assert math.isnan(report.equality_of_odds) and math.isnan(report.statistical_parity)
+    assert "both genders" in report.reason and "1 clip" in report.reason
