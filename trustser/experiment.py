@@ -76,7 +76,7 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     model = model_factory() if model_factory else None
     result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), config,
                         progress=progress, desc=f"{fold.name} train", model=model)
-    head, attacked_backbone = result.head, backbone
+    head, attacked_backbone, cached = result.head, backbone, features
     if unfreeze_top:
         from trustser.finetune import live_features, with_trained_top
 
@@ -97,7 +97,8 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
                                "snr_db": float(trust.snr_db)}
     metrics.update(result.summary())
     if seeds > 1:
-        metrics.update(seed_spread(features, labels, fold, config, seeds, metrics["test_uar"], model_factory))
+        # the cached features, not the first seed's live ones: each seed trains its own top layers on them
+        metrics.update(seed_spread(cached, labels, fold, config, seeds, metrics["test_uar"], model_factory))
     if trust.reference:
         reference = linear_reference(features, labels, [*fold.train, *fold.validation], test_ids, len(EMOTIONS),
                                      seed=config.seed)
