@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import trustser
-from trustser import EMOTIONS, MAX_SECONDS
+from trustser import EMOTIONS, MAX_SECONDS, tracking
 from trustser.backbones.loading import load_backbone
 from trustser.corpora import CorpusIndex, Fold, load_corpus
 from trustser.errors import ConfigError
@@ -221,7 +221,6 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
     """
     import mlflow
 
-    from trustser import tracking
     from trustser.study.space import config_hash
 
     started = time.perf_counter()
@@ -360,7 +359,6 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
     (``resume/``) is logged last."""
     import mlflow
 
-    from trustser import tracking
     from trustser.plots import confusion_figure
 
     fold_tags = {**tags, "fold": fold.name, KIND_TAG: "fold", **tracking.process_tags()}
@@ -394,8 +392,8 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
             if probe.reason:
                 mlflow.set_tag(f"privacy_{name}_undefined", probe.reason)
         log_attack_artifacts(details["attacks"], config, fold)
-        mlflow.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
-                          "confusion_matrix.png")
+        tracking.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
+                            "confusion_matrix.png")
         tracking.log_json({"classes": list(EMOTIONS), "rows": "true class", "columns": "predicted class",
                            "counts": perf.confusion.tolist()}, "confusion_matrix.json")
         rows = [(cid, index.clips[cid].speaker, index.clips[cid].gender or "", EMOTIONS[t], EMOTIONS[p])
@@ -433,15 +431,10 @@ def training_warnings(metrics: dict[str, float], details: dict[str, Any], fold: 
 
 def log_calibration(calibration: Any, title: str) -> None:
     """The reliability diagram and its table, beside the fold's ECE / Brier metrics."""
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    from trustser import tracking
     from trustser.metrics.calibration import reliability_figure
 
     fig = reliability_figure(calibration.table, f"{title}: reliability (ECE {calibration.ece:.3f})")
-    mlflow.log_figure(fig, "calibration/reliability.png")
-    plt.close(fig)
+    tracking.log_figure(fig, "calibration/reliability.png")
     tracking.log_json({"ece": calibration.ece, "brier": calibration.brier, "n_bins": calibration.n_bins,
                        "bins": [b.__dict__ for b in calibration.table]}, "calibration/reliability.json")
 
@@ -486,7 +479,7 @@ def log_attack_artifacts(attacks: dict[str, Any], config: RunConfig, fold: Fold)
         mlflow.log_text(pd.concat(frames).to_csv(index=False), f"safety/{attack}_clips.csv")
     sweep = SweepResult(attacks)
     mlflow.log_text(sweep.table().to_csv(index=False), "safety/snr_sweep.csv")
-    mlflow.log_figure(sweep_figure(sweep, f"{config.backbone} {fold.name}"), "safety/snr_sweep.png")
+    tracking.log_figure(sweep_figure(sweep, f"{config.backbone} {fold.name}"), "safety/snr_sweep.png")
 
 
 def parent_params(config: RunConfig, source, index: CorpusIndex, num_params: int) -> dict[str, Any]:
@@ -504,7 +497,6 @@ def parent_params(config: RunConfig, source, index: CorpusIndex, num_params: int
 def log_corpus_artifacts(index: CorpusIndex, stats: ExtractionStats) -> None:
     import mlflow
 
-    from trustser import tracking
 
     caveats = {f"kept_with_{reason}": float(n) for reason, n in index.caveat_counts().items()}
     mlflow.log_metrics({**stats.as_metrics(), "n_clips": len(index.clips), "n_skipped": len(index.skipped),
@@ -517,7 +509,6 @@ def log_corpus_artifacts(index: CorpusIndex, stats: ExtractionStats) -> None:
 
 def skips_csv(skips: list[Any]) -> str:
     """Skipped clips, or clips kept with caveats, as a CSV artifact: one row per item with its reason."""
-    from trustser import tracking
 
     return tracking.csv_text(("item", "reason", "detail"), [(s.item, s.reason, s.detail) for s in skips])
 

@@ -98,10 +98,14 @@ def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
 
-def log_figure_png(fig: Any, artifact_file: str) -> None:
+def log_figure(fig: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure and close it: pyplot keeps every open figure alive, and a study logs several per
+    fold, so an unclosed figure is a memory leak that grows over a sweep (matplotlib warns after 20)."""
+    import matplotlib.pyplot as plt
     import mlflow
 
     mlflow.log_figure(fig, artifact_file)
+    plt.close(fig)
 
 
 @contextmanager
