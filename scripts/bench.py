@@ -18,7 +18,9 @@ What it measures, each in the same process and run (so ratios compare like with 
    clip length and summed over the clips) as a fraction of the measured dense fp32 matmul FLOP/s; 1 vs 2 threads,
    2 processes x 1 thread, and length-sorted batches are measured and the fastest in-process setting is used.
 4. bf16: matmul GFLOP/s, extraction under bf16 autocast against fp32 (speed, feature difference, test UAR).
-5. attack cost: FGSM safety evaluation per clip relative to one forward pass.
+5. attack cost: FGSM safety evaluation per clip relative to one forward pass; FGSM one clip at a time against
+   length-sorted padded batches on the same clips, interleaved (``attack_batch_speedup``: at the package's default
+   attack batch size).
 6. the whole sweep (``run_experiment``, one backbone x EmoDB x folds x all metrics) split by stage, with peak memory,
    extrapolated to the method's four corpora.
 
@@ -48,9 +50,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this script
 
 from bench_measure import (  # noqa: E402
-    attack_cost, cache_vs_recompute, cold_extract, extraction_study, feature_difference, fit_flops, head_step,
-    load_average, load_emodb, machine_info, measure_matmul, memory_copy, study_ids, test_uars, time_compute,
-    whisper_padding,
+    attack_batching, attack_cost, cache_vs_recompute, cold_extract, extraction_study, feature_difference, fit_flops,
+    head_step, load_average, load_emodb, machine_info, measure_matmul, memory_copy, study_ids, test_uars,
+    time_compute, whisper_padding,
 )
 from bench_sweep import extrapolate, run_sweep  # noqa: E402
 
@@ -79,6 +81,9 @@ class Settings:
     batch_sizes: tuple[int, ...] = (1, 8)
     processes: bool = True  # measure 2 processes x 1 thread
     attack_clips: int = 16
+    attack_batch_clips: int = 32  # FGSM per clip vs in batches, on the same clips
+    attack_batch_sizes: tuple[int, ...] = (2, 4, 8)  # the package default (AttackSettings) is always added
+    attack_batch_repeats: int = 3
     matmul_n: int = 2048
     matmul_repeats: int = 5
     copy_mib: int = 256  # memory copy bandwidth: buffer size (far beyond the caches) and repeats, best taken
@@ -97,13 +102,14 @@ PRESETS: dict[str, Settings] = {
     "default": Settings(),
     "quick": Settings(mode="quick", compare_backbones=("whisper_base",), naive_epochs=1, uar_folds=1,
                       precision_rounds=1, study_clips=24, study_repeats=1, processes=False, attack_clips=6,
-                      matmul_repeats=3,
+                      attack_batch_clips=16, attack_batch_sizes=(), attack_batch_repeats=2, matmul_repeats=3,
                       pad_repeats=2, sweep_folds="1", sweep_cold=False, sweep_overrides={"max_attack_clips": 16}),
     # for tests: random-init Whisper Tiny, a handful of clips, a sweep that trains one epoch
     "tiny": Settings(mode="tiny", backbone="whisper_tiny", random_init=True, compare_backbones=("whisper_tiny",),
                      epochs=2, naive_epochs=1, uar_folds=1, precision_rounds=1, seed_reference=False,
                      compare_stride=1, study_clips=4, study_repeats=1,
-                     batch_sizes=(1, 2), processes=False, attack_clips=2, matmul_n=256, matmul_repeats=2,
+                     batch_sizes=(1, 2), processes=False, attack_clips=2, attack_batch_clips=2,
+                     attack_batch_sizes=(2,), attack_batch_repeats=1, matmul_n=256, matmul_repeats=2,
                      copy_mib=64, copy_repeats=2,
                      pad_repeats=1, sweep_backbone="whisper_tiny", sweep_folds="1", sweep_cold=True,
                      sweep_overrides={"random_init": True, "epochs": 1, "max_attack_clips": 2, "probe_epochs": 1,
@@ -257,6 +263,15 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
 
     log(f"attack cost ({settings.attack_clips} clips)")
     results["attack"] = attack_cost(backbone, head, corpus, settings.attack_clips)
+    from trustser.metrics.safety import AttackSettings
+
+    default_batch = AttackSettings().batch_size
+    log(f"attack batching ({settings.attack_batch_clips} clips, FGSM per clip vs batches of "
+        f"{sorted({*settings.attack_batch_sizes, default_batch})})")
+    results["attack_batching"] = attack_batching(backbone, head, corpus, settings.attack_batch_clips,
+                                                 sorted({*settings.attack_batch_sizes, default_batch}),
+                                                 settings.attack_batch_repeats)
+    results["attack_batching"]["default_batch_size"] = default_batch
     loads["after_attack"] = load_average()
 
     del fp32_train
@@ -283,6 +298,13 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     return results
 
 
+def _batch_speedup(batching: Mapping[str, Any] | None) -> float:
+    """FGSM time per clip / in batches of the package's default size, as measured (NaN where not measured)."""
+    if not batching:
+        return float("nan")
+    return batching["speedup"].get(str(batching["default_batch_size"]), float("nan"))
+
+
 def with_bandwidth(step: dict[str, Any], copy: Mapping[str, Any]) -> dict[str, Any]:
     """Adds to a ``head_step`` result its read rate as a fraction of the copy's read rate (read vs read, see
     ``bench_measure.COPY_CONVENTION``)."""
@@ -306,6 +328,7 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "matmul_gflops": r["matmul"]["fp32_peak_gflops"],
         "matmul_gflops_bf16": r["matmul"]["bf16_peak_gflops"],
         "fgsm_vs_forward": r["attack"]["fgsm_sweep_vs_forward"],
+        "attack_batch_speedup": _batch_speedup(r.get("attack_batching")),
         "sweep_wall_s": r["sweep"]["wall_s"],
         "head_step_feature_bytes": r["head_step"]["feature_bytes"],
         "head_step_read_gbps": r["head_step"]["read_gbps"],
@@ -320,6 +343,7 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "extraction_peak_fraction >= 0.40": out["extraction_peak_fraction"] >= 0.40,
         "bf16_speedup >= 1.5": out["bf16_speedup"] >= 1.5,
         "|bf16_uar_delta| <= 0.01": abs(out["bf16_uar_delta"]) <= 0.01,
+        "attack batches give the per-clip results": bool(r.get("attack_batching", {}).get("results_equal", False)),
     }
     return out
 
@@ -375,6 +399,11 @@ def format_table(r: dict[str, Any]) -> str:
     lines += ["", f"5. attack cost per clip ({a['clips']} clips): forward {a['forward_s_per_clip'] * 1e3:.0f} ms; "
                   f"FGSM 7 SNRs {a['fgsm_sweep_vs_forward']:.1f}x, FGSM 45 dB {a['fgsm_45db_vs_forward']:.1f}x, "
                   f"Gaussian 7 SNRs {a['gaussian_sweep_vs_forward']:.1f}x"]
+    if "attack_batching" in r:
+        ab = r["attack_batching"]
+        lines.append(f"   FGSM {len(ab['snrs'])} SNRs, {ab['clips']} clips: per clip {ab['per_clip_s']:.1f} s; batches "
+                     + ", ".join(f"of {b} {s:.2f}x" for b, s in ab["speedup"].items())
+                     + f" (best of {ab['repeats']}, interleaved; results equal: {ab['results_equal']})")
     s = r["sweep"]
     stage = "  ".join(f"{k} {v:.1f}" for k, v in s["stages_s"].items() if "_" not in k and "." not in k)
     validation = "  ".join(f"{k} {v:.1f}" for k, v in s["stages_s"].items() if k.endswith(".validation"))

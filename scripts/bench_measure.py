@@ -559,3 +559,52 @@ def attack_cost(backbone, head, corpus: Corpus, n_clips: int) -> dict[str, Any]:
         out[f"{label}_vs_forward"] = per_clip / out["forward_s_per_clip"]
         out[f"{label}_attacked"] = reports[snrs[0]].n_attacked
     return out
+
+
+def attack_batching(backbone, head, corpus: Corpus, n_clips: int, batch_sizes: Sequence[int], repeats: int,
+                    snrs: Sequence[float] = SWEEP_SNRS) -> dict[str, Any]:
+    """FGSM over the same clips one at a time (``batch_size`` 1) and in length-sorted padded batches, as the
+    pipeline runs it (every SNR of ``snrs``; each clip labelled with its clean prediction, so every clip pays).
+
+    The settings alternate within each repeat (the order flips every repeat), so a load change on a shared machine
+    hits both; the best time of each is compared. ``results_equal``: every batch size gave the per-clip path's
+    statuses, clean and perturbed predictions and flips (``tests/test_metrics_safety.py`` states the tolerances).
+    """
+    from trustser.experiment import attack_subset
+    from trustser.metrics.safety import AttackSettings, WaveformClassifier, run_attack
+
+    test = list(corpus.folds[0].test)
+    chosen = [test[i] for i in attack_subset(test, n_clips)]
+    waves = [corpus.waves[c] for c in chosen]
+    classifier = WaveformClassifier(backbone, head)
+    with torch.inference_mode():
+        preds = [int(classifier(w[None]).argmax(-1)) for w in waves]
+    sizes = [1, *dict.fromkeys(b for b in batch_sizes if b > 1)]
+
+    def fgsm(batch_size: int):
+        return run_attack(classifier, waves, preds, "fgsm", snrs, clip_ids=chosen, clean_predictions=preds,
+                          settings=AttackSettings(batch_size=batch_size))
+
+    def outcome(reports) -> list[tuple]:
+        return [(r.clip_id, r.status, r.clean_pred, r.adv_pred, r.flipped) for rep in reports.values()
+                for r in rep.records]
+
+    fgsm(max(sizes)) if len(waves) > 1 else None  # warm-up (allocator, kernels)
+    times: dict[int, list[float]] = {b: [] for b in sizes}
+    outcomes: dict[int, list[tuple]] = {}
+    for r in range(repeats):
+        for b in (sizes if r % 2 == 0 else sizes[::-1]):
+            t0 = time.perf_counter()
+            reports = fgsm(b)
+            times[b].append(time.perf_counter() - t0)
+            outcomes.setdefault(b, outcome(reports))
+    per_clip = min(times[1])
+    return {
+        "clips": len(chosen), "audio_s": float(sum(w.numel() for w in waves) / 16000), "snrs": list(snrs),
+        "repeats": repeats, "threads": torch.get_num_threads(), "attack": "fgsm",
+        "seconds": {str(b): t for b, t in times.items()},
+        "per_clip_s": per_clip,
+        "speedup": {str(b): per_clip / min(times[b]) for b in sizes if b > 1},
+        "results_equal": all(outcomes[b] == outcomes[1] for b in sizes),
+        "attacked": sum(r[1] == "attacked" for r in outcomes[1]) // len(snrs),
+    }

@@ -20,4 +20,5 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   fi
 fi
 export MLFLOW_DISABLE_TELEMETRY=true
+.venv/bin/ruff check trustser tests scripts  # lint first: seconds, and a failure names file and line
 exec .venv/bin/python -m pytest -q "$@"

@@ -31,8 +31,32 @@ EXPECTED_STATES = {"apc": 3, "tera": 4, "whisper_tiny": 5, "whisper_base": 7, "w
                    "wav2vec2_base": 13, "wavlm_base_plus": 13}
 
 
-def test_registry_holds_the_seven_paper_backbones_and_tiny_en():
-    assert set(PAPER_BACKBONES) | {"whisper_tiny_en"} == set(BACKBONES)
+def test_registry_holds_the_seven_paper_backbones_with_their_figures_and_tiny_en():
+    """Backbones beyond the paper's (tiny.en, HuBERT Base, ...) carry no paper figures; what every registered
+    backbone must do is tests/test_backbone_contract.py."""
+    assert {name for name, spec in BACKBONES.items() if spec.paper is not None} == set(PAPER_BACKBONES)
+    assert "whisper_tiny_en" in BACKBONES
+
+
+def test_hubert_base_is_the_published_architecture_of_facebook_hubert_base_ls960():
+    """Its config is data (configs/hubert_base.json); transformers documents HubertConfig's defaults as that
+    checkpoint's architecture, and the encoder is wav2vec 2.0 Base's shape (so are its parameters: 94.37 M;
+    fairseq's 94.68 M also counts the pre-training label embeddings and projection)."""
+    from transformers import HubertConfig
+
+    spec = get_backbone_spec("hubert_base")
+    assert (spec.family, spec.hf_repo_id, spec.paper) == ("ssl", "facebook/hubert-base-ls960", None)
+    ours, published = HubertConfig(**spec.config).to_dict(), HubertConfig().to_dict()
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
+                "conv_stride", "conv_kernel", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
+                "feat_proj_layer_norm", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "hidden_act"):
+        assert ours[key] == published[key], key
+    backbone, source = load_backbone("hubert_base", random_init=True)
+    assert source.is_random and type(backbone.model).__name__ == "HubertModel"
+    assert backbone.num_parameters() / 1e6 == pytest.approx(94.37, abs=0.006)
+    with torch.no_grad():
+        out = backbone(torch.randn(1, 16000) * 0.1, torch.tensor([16000]))
+    assert out.hidden.shape == (1, 13, 49, 768) == (1, spec.num_hidden_states, 49, spec.hidden_size)
 
 
 @pytest.mark.parametrize("name", PAPER_BACKBONES)
@@ -125,7 +149,6 @@ def test_s3prl_checkpoint_of_tensors_and_config_loads_through_s3prl(tmp_path):
 
 def test_a_checkpoint_in_s3prls_download_cache_is_found_offline(tmp_path, monkeypatch):
     """A user who once ran s3prl's hub (``s3prl.hub.apc()``) has the checkpoint in s3prl's download cache."""
-    from s3prl.util.download import urls_to_filepaths
 
     from trustser.backbones.s3prl_models import RANDOM_CHECKPOINTS
     from trustser.backbones.weights import s3prl_download_path

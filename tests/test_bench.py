@@ -22,7 +22,7 @@ HEADLINE = ("cache_speedup", "whisper_pad_flops_ratio", "whisper_pad_time_ratio"
 POSITIVE = ("cache_speedup", "cache_speedup_incl_cold_extraction", "whisper_pad_flops_ratio", "whisper_pad_time_ratio",
             "extraction_peak_fraction", "extraction_peak_fraction_best_config", "bf16_speedup", "matmul_gflops",
             "matmul_gflops_bf16", "fgsm_vs_forward", "sweep_wall_s", "head_step_feature_bytes", "head_step_read_gbps",
-            "memory_copy_gbps", "memory_copy_read_gbps", "head_step_bandwidth_fraction")
+            "memory_copy_gbps", "memory_copy_read_gbps", "head_step_bandwidth_fraction", "attack_batch_speedup")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,35 @@ def test_table_names_every_section(bench):
         assert heading in table
     assert "reads 8 MB of float32 features a step: 0.40 GB/s = 8 % of the memory copy's read rate" in table
     assert "10.0 GB/s read + write = 5.0 GB/s read" in table
+    assert "FGSM 7 SNRs, 16 clips: per clip 8.0 s; batches of 8 1.50x (best of 2, interleaved; results equal: True)" \
+        in table
+
+
+def test_attack_batch_speedup_is_the_measured_ratio_at_the_default_batch_size(bench):
+    measured = {"default_batch_size": 8, "clips": 16, "speedup": {"4": 1.2, "8": 1.5}}
+    assert bench._batch_speedup(measured) == 1.5
+    assert bench._batch_speedup({**measured, "default_batch_size": 4}) == 1.2
+    assert math.isnan(bench._batch_speedup(None))  # not measured: NaN, never a made-up number
+
+
+@pytest.mark.filterwarnings("ignore:backbone .* RANDOM weights")
+def test_attack_batching_times_both_paths_on_the_same_clips_and_checks_they_agree(measure):
+    import types
+
+    import torch
+
+    from trustser.backbones.loading import load_backbone
+    from trustser.head import EmotionHead
+
+    backbone, _ = load_backbone("whisper_tiny", random_init=True)
+    head = EmotionHead(backbone.spec.num_hidden_states, backbone.spec.hidden_size)
+    generator = torch.Generator().manual_seed(0)
+    waves = {f"c{i}": 0.1 * torch.randn(n, generator=generator) for i, n in enumerate((4000, 6400, 5000))}
+    corpus = types.SimpleNamespace(folds=[types.SimpleNamespace(test=list(waves))], waves=waves)
+    out = measure.attack_batching(backbone, head, corpus, 3, [2, 3], repeats=2, snrs=(45.0,))
+    assert out["clips"] == 3 and out["attacked"] == 3 and out["results_equal"] is True
+    assert set(out["seconds"]) == {"1", "2", "3"} and all(len(t) == 2 for t in out["seconds"].values())
+    assert out["speedup"]["3"] == pytest.approx(min(out["seconds"]["1"]) / min(out["seconds"]["3"]))
 
 
 def test_copy_bandwidth_is_a_positive_finite_rate():
@@ -180,6 +209,9 @@ def _fake_results():
                  "uar_delta_max_abs_fold": 0.0},
         "attack": {"clips": 2, "forward_s_per_clip": 0.01, "fgsm_sweep_vs_forward": 5.0, "fgsm_45db_vs_forward": 3.0,
                    "gaussian_sweep_vs_forward": 4.0},
+        "attack_batching": {"clips": 16, "snrs": [30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0], "repeats": 2,
+                            "per_clip_s": 8.0, "speedup": {"8": 1.5}, "results_equal": True,
+                            "default_batch_size": 8},
         "sweep": {"backbone": "whisper_tiny", "folds": 1, "extract_cache": "cold", "wall_s": 1.0,
                   "stages_s": stages, "peak_rss_bytes": 2**30},
         "head_step": {"clips": 64, "package_step_s": 0.02, "concat_first_step_s": 0.04, "speedup": 2.0,

@@ -14,7 +14,7 @@ from trustser.cli import main
 from trustser.experiment import RunConfig
 from trustser.head import POOLINGS
 from trustser.training import TrainConfig
-from test_study_runner import SPACES, STUDIES, FakeRunner
+from test_study_runner import SPACES, FakeRunner
 from test_study_runner import fast_isolated_tracking, migrated_mlflow_db  # noqa: F401  (fixtures: a fast tmp store)
 
 

@@ -4,7 +4,6 @@ read back with MlflowClient."""
 from __future__ import annotations
 
 import json
-import os
 
 import mlflow
 import pytest

@@ -138,3 +138,17 @@ def test_bf16_extraction_with_bf16_stored_weights_is_bit_identical_to_autocast_a
     assert any(p.dtype == torch.bfloat16 for p in twin.parameters())
     assert all(p.dtype == torch.float32 for p in backbone.parameters())  # the original is untouched
     assert torch.equal(compute_hidden(twin, wave, "bf16"), compute_hidden(backbone, wave, "bf16"))
+
+
+def test_cache_directory_names_are_unchanged_by_the_removal_of_the_unused_upto_layer_field():
+    """Existing caches stay valid: the digest is the one the old key (with its never-set ``upto_layer``) gave."""
+    import hashlib
+    import json
+
+    from trustser.features import FORMAT_VERSION, FeatureKey
+
+    key = FeatureKey("whisper_base", "pkg:openai-whisper@abc", 6.0, "fp32")
+    old_payload = {"backbone": "whisper_base", "weights_identity": "pkg:openai-whisper@abc", "max_seconds": 6.0,
+                   "precision": "fp32", "upto_layer": None, "format": FORMAT_VERSION}
+    old = hashlib.sha256(json.dumps(old_payload, sort_keys=True).encode()).hexdigest()[:20]
+    assert key.digest() == old

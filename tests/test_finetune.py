@@ -60,7 +60,8 @@ def full_mask(frames: int) -> torch.Tensor:
     return torch.ones(1, frames, dtype=torch.bool)
 
 
-@pytest.mark.parametrize("name,k", CASES + [("whisper_tiny", 4), ("wavlm_base_plus", 12), ("tera", 3)])
+@pytest.mark.parametrize("name,k", CASES + [("whisper_tiny", 4), ("wavlm_base_plus", 12), ("tera", 3),
+                                            ("hubert_base", 1)])
 def test_top_layers_on_the_cached_input_state_reproduce_the_backbones_top_states(name, k):
     ex = extracted(name)
     top = build_top_layers(ex.backbone, k).eval()

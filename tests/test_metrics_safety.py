@@ -282,3 +282,130 @@ def test_wav2vec2_normalisation_equals_the_feature_extractor():
     x = (np.random.default_rng(1).standard_normal(SR) * 0.05 + 0.01).astype(np.float32)
     theirs = Wav2Vec2FeatureExtractor(do_normalize=True)(x, sampling_rate=SR, return_tensors="np").input_values[0]
     np.testing.assert_allclose(zero_mean_unit_var(torch.from_numpy(x)).numpy(), theirs, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- batched attacks
+# Batched FGSM / Gaussian noise must give what the per-clip path gives. Tolerances: statuses, clean and perturbed
+# predictions and flips identical; ε within 1e-6 relative and the count of unperturbed samples within 0.1 % of the
+# clip (a gradient entry at ~0 may change sign under another summation order; none did in our runs); achieved SNR
+# within 1e-6 dB.
+VARIED = {  # clips of different lengths (not all multiples of the 160-sample frame), labelled 0
+    "robust": noise(1) + 0.5,
+    "fragile_short": noise(7, n=9650) + 1e-4,
+    "wrong": noise(3, n=12000) - 0.5,
+    "silent": torch.zeros(8000),
+    "fragile": noise(2) + 1e-4,
+    "robust_long": noise(8, n=24000) + 0.5,
+    "fragile_long": noise(9, n=20010) + 1e-4,
+}
+
+
+def assert_same_records(per_clip, batched):
+    assert per_clip.keys() == batched.keys()
+    for snr in per_clip:
+        a, b = per_clip[snr], batched[snr]
+        assert (a.n_attacked, a.n_flipped, a.n_incorrect, a.n_clean_mismatch, a.n_silent) == (
+            b.n_attacked, b.n_flipped, b.n_incorrect, b.n_clean_mismatch, b.n_silent)
+        assert a.asr == b.asr or math.isnan(a.asr) and math.isnan(b.asr)
+        for ra, rb in zip(a.records, b.records, strict=True):
+            assert (ra.clip_id, ra.label, ra.status, ra.clean_pred, ra.adv_pred, ra.flipped, ra.n_samples) == (
+                rb.clip_id, rb.label, rb.status, rb.clean_pred, rb.adv_pred, rb.flipped, rb.n_samples), ra.clip_id
+            if ra.status == "attacked":
+                assert rb.eps == pytest.approx(ra.eps, rel=1e-6)
+                assert abs(rb.n_unperturbed - ra.n_unperturbed) <= 1e-3 * ra.n_samples
+                assert rb.achieved_snr_db == pytest.approx(ra.achieved_snr_db, abs=1e-6)
+
+
+def test_attack_batch_size_must_be_positive():
+    with pytest.raises(ValueError, match="batch_size"):
+        AttackSettings(batch_size=0)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "gaussian"])
+@pytest.mark.parametrize("batch_size, window", [(2, 16), (3, 1), (8, 16)])
+@pytest.mark.parametrize("given", [None, [1, 0, 0, 0, 0, 0, 0]])
+def test_batched_attacks_equal_per_clip_attacks_on_clips_of_different_lengths(attack, batch_size, window, given,
+                                                                             monkeypatch):
+    from trustser.metrics import safety
+
+    monkeypatch.setattr(safety, "SORT_WINDOW_BATCHES", window)  # window 1: several length-sorted windows
+    ids, waves = list(VARIED), list(VARIED.values())
+    kwargs = dict(clip_ids=ids, clean_predictions=given)
+    per_clip = run_attack(stub_classifier(), waves, [0] * len(ids), attack, (30.0, 45.0), **kwargs,
+                          settings=AttackSettings(batch_size=1))
+    batched = run_attack(stub_classifier(), waves, [0] * len(ids), attack, (30.0, 45.0), **kwargs,
+                         settings=AttackSettings(batch_size=batch_size))
+    assert_same_records(per_clip, batched)
+    report = batched[45.0]
+    assert [r.clip_id for r in report.records] == ids  # input order, whatever the length sort did
+    status = {r.clip_id: r.status for r in report.records}
+    assert status["silent"] == "silent"
+    expected = ("incorrect", "clean_mismatch") if given else ("attacked", "incorrect")
+    assert (status["robust"], status["wrong"]) == expected
+    if attack == "fgsm":
+        flipped = {r.clip_id for r in report.records if r.flipped}
+        assert flipped == {"fragile_short", "fragile", "fragile_long"}
+        for r in report.records:
+            if r.status == "attacked":
+                assert r.achieved_snr_db == pytest.approx(45.0, abs=1e-4)  # float32 waveform rounding
+
+
+def test_batch_size_one_is_the_per_clip_path_and_pgd_and_train_mode_never_batch(monkeypatch):
+    from trustser.metrics import safety
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("batched path taken")
+
+    monkeypatch.setattr(safety, "_attack_batch", refuse)
+    run_attack(stub_classifier(), WAVES, LABELS, "fgsm", settings=AttackSettings(batch_size=1))
+    run_attack(stub_classifier(), WAVES, LABELS, "gaussian", settings=AttackSettings(batch_size=1))
+    run_attack(stub_classifier(), WAVES, LABELS, "pgd", settings=AttackSettings(batch_size=8, pgd_steps=1))
+    run_attack(stub_classifier(with_noise_layers=True), WAVES, LABELS, "fgsm",
+               settings=AttackSettings(batch_size=8, train_mode=True))
+    with pytest.raises(AssertionError, match="batched path"):
+        run_attack(stub_classifier(), WAVES, LABELS, "fgsm", settings=AttackSettings(batch_size=2))
+
+
+def test_the_padded_view_is_each_clips_own_view_with_nothing_on_the_padding():
+    from trustser.metrics.safety import PaddedUnitIntervalView
+
+    xs = [VARIED["fragile_short"], VARIED["robust_long"], VARIED["wrong"]]
+    eps = [snr_epsilon(x, 30.0) for x in xs]
+    view = PaddedUnitIntervalView(stub_classifier(), xs, eps)
+    assert view.x.shape == (3, 24000) and view.lengths.tolist() == [9650, 24000, 12000]
+    for i, (x, e) in enumerate(zip(xs, eps)):
+        alone = UnitIntervalView(stub_classifier(), x, e)
+        assert torch.equal(view.u0[i, : x.numel()], alone.u0)  # the same float64 arithmetic, row by row
+        assert view.eps_unit <= alone.eps_unit  # one scalar budget inside every clip's headroom
+    assert torch.equal(view.to_wave(view.u0), view.x)  # clean clips bit-identical, zeros after each
+    pushed = view.to_wave(view.u0 + view.eps_unit)
+    assert (pushed[~view.mask] == 0).all() and (pushed[view.mask] != view.x[view.mask]).all()
+    assert float(view.u0.min()) - view.eps_unit > 0 and float(view.u0.max()) + view.eps_unit < 1
+
+
+BATCH_LENGTHS = (3200, 5300, 4000, 6100)  # 0.2-0.4 s: full-size random-init models, backward on the CPU
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["whisper_tiny", "wav2vec2_base", "wavlm_base_plus", "apc", "tera"])
+def test_batched_attacks_equal_per_clip_attacks_on_every_backbone_family(name):
+    """A clip's logits do not depend on its padded batch, and batched FGSM / Gaussian give the per-clip results
+    (random-init backbone and head; a wrong label and a silent clip exercise the skips)."""
+    backbone = load_backbone(name, random_init=True)[0]
+    torch.manual_seed(0)
+    classifier = WaveformClassifier(backbone, EmotionHead(backbone.spec.num_hidden_states, backbone.spec.hidden_size))
+    generator = torch.Generator().manual_seed(1)
+    waves = [torch.randn(n, generator=generator) * 0.1 for n in BATCH_LENGTHS] + [torch.zeros(3000)]
+    from trustser.metrics.safety import _pad
+
+    with torch.no_grad():
+        alone = torch.cat([classifier(w[None]) for w in waves[:-1]])
+        together = classifier(*_pad(waves[:-1]))
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)
+    labels = alone.argmax(-1).tolist() + [0]
+    labels[1] = (labels[1] + 1) % 4  # misclassified: not attacked
+    for attack in ("fgsm", "gaussian"):
+        per_clip = run_attack(classifier, waves, labels, attack, (10.0, 45.0), settings=AttackSettings(batch_size=1))
+        batched = run_attack(classifier, waves, labels, attack, (10.0, 45.0), settings=AttackSettings(batch_size=3))
+        assert_same_records(per_clip, batched)
+        assert per_clip[45.0].n_attacked == 3 and per_clip[45.0].n_silent == 1

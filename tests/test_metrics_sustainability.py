@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from trustser.backbones.registry import get_backbone_spec
+from trustser.backbones.registry import BACKBONES, get_backbone_spec
 from trustser.head import EmotionHead
 from trustser.metrics import sustainability as sus
 
@@ -41,8 +41,10 @@ def conv_encoder_macs(samples: int, config: dict) -> tuple[int, int]:
     return macs, length
 
 
-def test_the_seven_paper_backbones_are_the_default_table():
+def test_the_default_table_is_the_seven_paper_backbones_then_the_rest_of_the_registry():
     assert tuple(sus.paper_backbones()) == PAPER
+    rest = [name for name in BACKBONES if name not in PAPER]
+    assert sus.table_backbones() == [*PAPER, *rest] and {"whisper_tiny_en", "hubert_base"} <= set(rest)
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -86,6 +88,15 @@ def test_wavlm_and_wav2vec2_cost_the_same_when_everything_is_counted(reports):
     w2v, wavlm = reports["wav2vec2_base"], reports["wavlm_base_plus"]
     assert wavlm.macs == pytest.approx(w2v.macs, rel=0.01)
     assert w2v.paper_gmacs - wavlm.paper_gmacs > 8.0
+
+
+def test_hubert_base_costs_exactly_what_wav2vec2_base_costs(reports):
+    """HuBERT Base is not in the paper; its encoder is wav2vec 2.0 Base's shape (conv feature encoder, projection,
+    positional conv, twelve post-LN layers), so every count, split and parameter agrees; the table has no figure."""
+    hubert = sus.count_flops("hubert_base", use_cache=False).as_dict()
+    w2v = reports["wav2vec2_base"].as_dict()
+    assert hubert.pop("backbone") == "hubert_base" and hubert.pop("paper_table_gflops") is None
+    assert hubert == {k: v for k, v in w2v.items() if k not in ("backbone", "paper_table_gflops")}
 
 
 @pytest.mark.parametrize("name", PAPER)

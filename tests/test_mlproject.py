@@ -33,8 +33,8 @@ PROJECT = yaml.safe_load((REPO / "MLproject").read_text())
 def _same_default(project_default: str, option: click.Option) -> bool:
     """MLproject passes text; the CLI reads it as the option's type ("" stands for no value)."""
     ours = option.default
-    if ours in (None, "") or project_default == "":
-        return ours in (None, "") and project_default == ""
+    if ours in (None, "", ()) or project_default == "":
+        return ours in (None, "", ()) and project_default == ""
     if isinstance(ours, bool):
         return project_default.lower() == str(ours).lower()
     if isinstance(ours, (int, float)):
@@ -47,7 +47,8 @@ def test_every_entry_point_parameter_is_passed_to_the_option_of_that_name_with_i
     entry = PROJECT["entry_points"][entry_point]
     words = shlex.split(entry["command"])
     assert words[:4] == ["python", "-m", "trustser.cli", command]
-    options = {p.name: p for p in main.commands[command].params if isinstance(p, click.Option)}
+    options = {flag.lstrip("-").replace("-", "_"): p for p in main.commands[command].params
+               if isinstance(p, click.Option) for flag in p.opts}
     for name, spec in entry["parameters"].items():
         flag = "--" + name.replace("_", "-")
         assert flag in words and words[words.index(flag) + 1] == "{" + name + "}", f"{name} is not passed on"
@@ -56,10 +57,28 @@ def test_every_entry_point_parameter_is_passed_to_the_option_of_that_name_with_i
             assert _same_default(str(spec["default"]), option), f"{name}: {spec['default']!r} vs {option.default!r}"
 
 
-def test_the_run_entry_point_offers_the_methods_fine_tuning_choices():
+def test_the_run_entry_point_offers_the_methods_fine_tuning_choices_with_the_schemas_defaults():
+    """Its parameters default to "" (not given): the run schema's defaults apply, written in one place only."""
+    from trustser.cli_run import build_run_config
+    from trustser.run_config import RunConfig
+
     parameters = PROJECT["entry_points"]["main"]["parameters"]
-    assert {"lr", "unfreeze_top", "width", "pooling"} <= set(parameters)
-    assert (parameters["width"]["default"], parameters["pooling"]["default"]) == ("128", "weighted")
+    assert {"lr", "unfreeze_top", "width", "pooling", "config", "set"} <= set(parameters)
+    assert {spec["default"] for spec in parameters.values()} == {""}
+    options = {p.name: p for p in main.commands["run"].params if isinstance(p, click.Option)}
+    given = {name: options[name].type.convert("", options[name], None) for name in parameters
+             if name not in ("config", "set", "pgd")}
+    config = build_run_config("", given, ("",))
+    assert config == RunConfig() and (config.train.width, config.train.pooling) == (128, "weighted")
+
+
+def test_mlproject_parameters_config_and_set_reach_any_setting(tmp_path):
+    from trustser.cli_run import build_run_config
+
+    preset = tmp_path / "run.yaml"
+    preset.write_text("train: {schedule: paper, epochs: 3}\n")
+    config = build_run_config(str(preset), {"lr": "0.001"}, ("trust.snr_db=40 train.epochs=5",))
+    assert (config.train.schedule, config.train.epochs, config.train.lr, config.trust.snr_db) == ("paper", 5, 1e-3, 40)
 
 
 @pytest.mark.slow

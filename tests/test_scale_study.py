@@ -106,9 +106,9 @@ def test_a_worker_killed_mid_trial_is_detected_by_its_heartbeat_and_its_configur
 
 
 def test_coordinators_starting_together_queue_each_configuration_once(optuna_storage):
-    from trustser.study.runner import open_study
     from trustser.study.space import parse_space
-    from trustser.study.workers import enqueue_grid, make_storage, storage_lock
+    from trustser.study.storage import make_storage, open_study, storage_lock
+    from trustser.study.trial_queue import enqueue_grid
 
     space = parse_space({**SPACE_BASE, "name": "race", "search": GRID})
     open_study(optuna_storage, "race", space, make_storage(optuna_storage))

@@ -7,10 +7,8 @@ logged under ``resolved.KEY``. These tests recreate that situation without spawn
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import mlflow
-import pytest
 
 from trustser import tracking
 from trustser.experiment import RunConfig, TrustConfig, run_experiment

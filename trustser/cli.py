@@ -13,8 +13,8 @@ import sys
 
 import click
 
+from trustser.cli_run import OptionalBool, build_run_config, shorthand_options
 from trustser.errors import TrustserError
-from trustser.study.space import POOLINGS  # trustser.head's poolings, without importing torch for --help
 
 
 def user_errors(fn):
@@ -148,90 +148,47 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command("run")
-@click.option("--backbone", default="whisper_base", show_default=True)
-@click.option("--dataset", default="emodb", show_default=True)
-@click.option("--data-root", default=None, help="Corpus root (default: the shipped copy, where there is one).")
+@shorthand_options
 @click.option("--manifest", default=None, help="A manifest: CSV (path,speaker,gender,emotion[,split|fold]), SpeechBrain "
               "JSON or EmoBox JSONL; absolute paths are read as listed; implies --dataset manifest.")
 @click.option("--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE",
               help="Loader option, repeatable (e.g. merge_excited=false, label_source=intended, emotion_map=joy=happy).")
-@click.option("--folds", default="all", show_default=True, help="'all' or fold numbers like 1,3.")
-@click.option("--schedule", default="converge", show_default=True, type=click.Choice(["converge", "paper"]),
-              help="converge: step floor + early stopping on validation UAR (--min-steps, --patience, "
-                   "--max-epochs); paper: exactly --epochs epochs (the method's 30).")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1, 1000),
-              help="Epochs of the paper schedule.")
-@click.option("--max-epochs", default=200, show_default=True, type=click.IntRange(1, 100000),
-              help="converge: at most this many epochs.")
-@click.option("--patience", default=20, show_default=True, type=click.IntRange(1, 100000),
-              help="converge: stop after this many epochs without a better validation UAR.")
-@click.option("--min-steps", default=100, show_default=True, type=click.IntRange(0, None),
-              help="converge: optimiser steps trained before early stopping may stop.")
-@click.option("--standardize", type=click.BOOL, is_flag=False, flag_value=True, default=True, show_default=True,
-              help="Standardise each layer's features (statistics of the training clips, stored with the head); "
-                   "--standardize false is the method's head.")
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),
-              help="Training seeds per fold; the spread of test UAR over them is logged (trust metrics: first).")
-@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(0, None),
-              help="Speaker-level bootstrap resamples per 95 %% interval (0: no intervals).")
 @click.option("--no-reference", is_flag=True, help="Skip the linear reference probe (reference_linear_uar).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(0, None, min_open=True))
-@click.option("--width", default=128, show_default=True, type=click.IntRange(1, 4096),
-              help="Head width (channels of its conv and hidden layers).")
-@click.option("--pooling", default="weighted", show_default=True, type=click.Choice(POOLINGS),
-              help="How the head combines the backbone's hidden states: learned weighted sum, or the last layer.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--weights", default=None, help="HF model dir, s3prl .ckpt, or CTranslate2 Whisper dir.")
-@click.option("--random-init", type=click.BOOL, is_flag=False, flag_value=True, default=False,
-              help="Random weights (NOT a pretrained result; tagged weights=random). Also accepts true/false.")
 @click.option("--offline", is_flag=True, help="Download no weights (as HF_HUB_OFFLINE=1): only --weights, packaged "
               "and cached weights.")
-@click.option("--cache-dir", default=None, help="Feature cache (default: $TRUSTSER_CACHE or ~/.cache/trustser).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Feature extraction precision (bf16: autocast with bf16-stored weights; opt-in, see "
-                   "docs/benchmarks.md; part of the cache key).")
-@click.option("--unfreeze-top", default=0, show_default=True, type=click.IntRange(0, 48),
-              help="Fine-tune the top k encoder layers with the head (0 = frozen backbone).")
-@click.option("--pgd", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+@click.option("--pgd", type=OptionalBool(), is_flag=False, flag_value="true", default="",
               help="Also run PGD (about 10x the cost of FGSM). Also accepts true/false.")
-@click.option("--snr", default=45.0, show_default=True, type=float, help="Attack SNR in dB.")
-@click.option("--max-attack-clips", default="", help="Attack at most this many test clips per fold "
-              "(deterministic subset; empty = all).")
-@click.option("--attack-train-mode", is_flag=True, help="Attack with dropout on, as the reference code did.")
 @click.option("--no-safety", is_flag=True, help="Skip the adversarial attacks.")
 @click.option("--no-probes", is_flag=True, help="Skip the privacy probes.")
 @click.option("--no-cost", is_flag=True, help="Skip latency / peak-memory measurement (FLOPs are still counted).")
-@click.option("--experiment", default=None, help="MLflow experiment name (default: trustser).")
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, schedule, epochs, max_epochs, patience,
-                min_steps, standardize, seeds, bootstrap, no_reference, batch_size, lr, width, pooling,
-                seed, weights, random_init, cache_dir, precision, unfreeze_top, pgd, snr, max_attack_clips,
-                attack_train_mode, no_safety, no_probes, no_cost, experiment, no_progress, offline) -> None:
-    """Run one backbone over a corpus's folds and log every fold to MLflow."""
-    from trustser.experiment import RunConfig, TrustConfig, run_experiment
-    from trustser.training import TrainConfig
+def run_command(config_file, assignments, manifest, corpus_options, no_reference, offline, pgd, no_safety, no_probes,
+                no_cost, no_progress, **shorthands) -> None:
+    """Run one backbone over a corpus's folds and log every fold to MLflow.
 
+    Settings come from --config FILE, then the flags given, then --set KEY=VALUE (any setting of the run schema by
+    its dotted name: train.lr, trust.snr_db, precision, ...); the rest keep the schema's defaults.
+    """
+    from trustser.experiment import run_experiment
+
+    extra: list[tuple[str, object]] = []
     if _none_if_empty(manifest):
-        dataset, data_root = "manifest", manifest
-    config = RunConfig(
-        backbone=backbone, dataset=dataset, data_root=_none_if_empty(data_root), folds=str(folds),
-        corpus_options=parse_options(corpus_options),
-        weights=_none_if_empty(weights), random_init=random_init, cache_dir=_none_if_empty(cache_dir),
-        precision=precision,
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, width=width, pooling=pooling, seed=seed,
-                          schedule=schedule, max_epochs=max_epochs, patience=patience, min_steps=min_steps,
-                          standardize=standardize),
-        unfreeze_top=unfreeze_top, seeds=seeds, offline=offline or None,
-        trust=TrustConfig(safety=not no_safety, snr_db=snr, attacks=("fgsm", "gaussian") + (("pgd",) if pgd else ()),
-                          max_attack_clips=_optional_int(max_attack_clips, "--max-attack-clips", minimum=1),
-                          attack_train_mode=attack_train_mode,
-                          probes=not no_probes, measure_cost=not no_cost, reference=not no_reference,
-                          bootstrap_resamples=bootstrap),
-        experiment=_none_if_empty(experiment), progress=not no_progress,
-    )
-    if random_init:
+        extra += [("dataset", "manifest"), ("data_root", manifest)]
+    if corpus_options:
+        extra.append(("corpus_options", [f"{k}={v}" for k, v in parse_options(corpus_options)]))
+    flags = {"trust.reference": no_reference, "trust.safety": no_safety, "trust.probes": no_probes,
+             "trust.measure_cost": no_cost, "progress": no_progress}
+    extra += [(key, False) for key, off in flags.items() if off]
+    if offline:
+        extra.append(("offline", True))
+    config = build_run_config(config_file, shorthands, assignments, extra)
+    if pgd and "pgd" not in config.trust.attacks:
+        from trustser.config_schema import with_assignments
+
+        config = with_assignments(config, [("trust.attacks", list(config.trust.attacks) + ["pgd"])], "--pgd")
+    backbone, dataset = config.backbone, config.dataset
+    if config.random_init:
         click.secho(f"WARNING: {backbone} runs with RANDOM weights: not a pretrained result (tag weights=random)",
                     fg="yellow", err=True)
     result = run_experiment(config)
@@ -242,6 +199,12 @@ def run_command(backbone, dataset, data_root, manifest, corpus_options, folds, s
                f"test speakers [{s.get('test_uar_ci_low', nan):.3f}, {s.get('test_uar_ci_high', nan):.3f}]); "
                f"linear reference {s.get('reference_linear_uar_mean', nan):.3f}; "
                f"wall time {s['wall_time_s']:.0f} s; MLflow parent run {result.parent_run_id}")
+    if "robustness_mean" in s:
+        click.echo(f"robustness: mean flip rate {s['robustness_mean']:.3f} over "
+                   f"{s.get('robustness_n_corruptions_mean', nan):.0f} corruption(s), 95 % interval "
+                   f"[{s.get('robustness_ci_low', nan):.3f}, {s.get('robustness_ci_high', nan):.3f}]; passing "
+                   f"against random models: {s.get('robustness_n_pass_pooled', nan):.0f} "
+                   f"(robustness_<corruption>_* in the run)")
 
 
 
@@ -278,9 +241,10 @@ def _echo_front(rows) -> None:
 def study_command(space, n_trials, storage, study_name, experiment, workers, heartbeat, grace_period, max_retry,
                   no_progress) -> None:
     """Search the space for the trust trade-offs (Pareto front); running it again resumes the study."""
-    from trustser.study.runner import default_storage, redact, run_study
+    from trustser.study.runner import run_study
+    from trustser.study.storage import Heartbeat, default_storage, redact
     from trustser.study.space import load_space
-    from trustser.study.workers import Heartbeat, run_local_workers, runner_from_env
+    from trustser.study.workers import run_local_workers, runner_from_env
 
     study_space = load_space(space)
     trials = _optional_int(n_trials, "--n-trials")
@@ -321,7 +285,7 @@ def _echo_study_state(storage: str, study_name: str, run_id: str | None, who: st
     from collections import Counter
 
     from trustser.study.pareto import front_rows
-    from trustser.study.runner import open_study, redact
+    from trustser.study.storage import open_study, redact
 
     study = open_study(storage, study_name)
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
@@ -343,8 +307,8 @@ def _echo_study_state(storage: str, study_name: str, run_id: str | None, who: st
 def worker_command(storage, study_name, n_trials, heartbeat, grace_period, max_retry, no_front, no_progress) -> None:
     """Work on an existing study: evaluate its queued configurations, and those of dead workers again, until none is
     left. Logs to $MLFLOW_TRACKING_URI, which must be the study's tracking server."""
-    from trustser.study.runner import default_storage, redact
-    from trustser.study.workers import Heartbeat, run_worker, runner_from_env
+    from trustser.study.storage import Heartbeat, default_storage, redact
+    from trustser.study.workers import run_worker, runner_from_env
 
     storage = _none_if_empty(storage) or default_storage()
     result = run_worker(storage, _none_if_empty(study_name), _optional_int(n_trials, "--n-trials"),
@@ -458,7 +422,7 @@ def recommend_command(scenario, study_name, storage, front_file, as_json, uar_fl
     set aside (listed with the reason); the reasons name the candidates statistically indistinguishable from the
     pick on the scenario's high-priority axes."""
     from trustser.study.pareto import load_front, set_aside_chance_level, study_objectives, study_rows
-    from trustser.study.runner import open_study, resolve_study_name
+    from trustser.study.storage import open_study, resolve_study_name
     from trustser.study.scenarios import load_scenario, recommend
 
     chosen = load_scenario(scenario)

@@ -89,11 +89,10 @@ def write_model_files(directory: Path, backbone: Any, head: Any, card: ModelCard
 
 def build_architecture(name: str):
     """The backbone's published architecture with no weights loaded (they come from the model's own file)."""
-    from trustser.backbones.loading import FAMILIES
     from trustser.backbones.registry import get_backbone_spec
 
     spec = get_backbone_spec(name)
-    return FAMILIES[spec.family](spec, None)
+    return spec.backbone_family.build(spec, None)
 
 
 class SerModel(mlflow.pyfunc.PythonModel):

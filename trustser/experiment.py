@@ -22,13 +22,15 @@ import trustser
 from trustser import EMOTIONS, MAX_SECONDS, tracking
 from trustser.backbones.loading import load_backbone
 from trustser.corpora import CorpusIndex, Fold, load_corpus
+from trustser.cross_corpus import CrossCorpus, check_distinct, cross_metrics
 from trustser.errors import ConfigError
-from trustser.features import ExtractionStats, FeatureStore, extract_features
+from trustser.features import ExtractionStats, FeatureStore, extract_features, resident_budget
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_report
 from trustser.metrics.headline import TestOutcomes, headline_metrics, pool
 from trustser.metrics.privacy import PROBE_CONFIG, gender_probe, speaker_probe
 from trustser.metrics.reference import linear_reference, reference_warning
+from trustser.metrics.verdicts import fairness_verdicts, pooled_fairness_verdicts
 from trustser.training import TrainConfig, TrainResult, predict, predict_logits, train_head
 from trustser.run_config import ExperimentResult, FoldResult, RunConfig, TrustConfig  # noqa: F401 (re-exported)
 from trustser.run_datasets import CorpusTable, corpus_table, log_corpus_input, log_fold_inputs  # noqa: F401
@@ -57,7 +59,7 @@ def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
 def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: TrainConfig,
                   progress: bool = False, backbone: Any = None, trust: TrustConfig = TrustConfig(),
                   max_seconds: float = MAX_SECONDS, unfreeze_top: int = 0, seeds: int = 1,
-                  ) -> tuple[dict[str, float], TrainResult, dict[str, Any]]:
+                  cross: CrossCorpus | None = None) -> tuple[dict[str, float], TrainResult, dict[str, Any]]:
     """Train on the fold's train part, select on validation, evaluate every trust metric on test; no logging.
 
     With ``unfreeze_top`` = k > 0 the top k encoder layers are trained with the head, run live on the cached
@@ -99,6 +101,12 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     if seeds > 1:
         # the cached features, not the first seed's live ones: each seed trains its own top layers on them
         metrics.update(seed_spread(cached, labels, fold, config, seeds, metrics["test_uar"], model_factory))
+    if cross is not None:  # the same model on all of another corpus (trustser.cross_corpus)
+        cross_features = cross.features
+        if unfreeze_top:
+            cross_features = live_features(result.head, cross.features, cross.clip_ids, config.batch_size)
+        metrics.update(cross_metrics(cross, head, cross_features, config.batch_size, trust.bootstrap_resamples,
+                                     config.seed))
     if trust.reference:
         reference = linear_reference(features, labels, [*fold.train, *fold.validation], test_ids, len(EMOTIONS),
                                      seed=config.seed)
@@ -120,10 +128,17 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
             metrics.update({f"safety_{attack}_{k}": v for k, v in primary.to_dict().items()})
             metrics.update({f"safety_{attack}_asr_snr{snr:g}": r.asr for snr, r in by_snr.items()})
         metrics["time_attack_s"] = time.perf_counter() - t0
+    if trust.corruptions and backbone is not None:
+        t0 = time.perf_counter()
+        details["robustness"] = evaluate_robustness(index, attacked_backbone, head, test_ids, y_true, y_pred, trust,
+                                                    max_seconds, progress)
+        metrics.update(details["robustness"].metrics(len(EMOTIONS), trust.bootstrap_resamples, config.seed))
+        metrics["time_robustness_s"] = time.perf_counter() - t0
     outcomes = test_outcomes(index, test_ids, y_true, y_pred, probs, details)
     headline, calibration = headline_metrics(outcomes, len(EMOTIONS), trust.bootstrap_resamples, config.seed)
     headline.pop("test_uar")  # the same number as test_uar above
     metrics.update(headline)
+    metrics.update(fairness_verdicts(metrics))  # each gap against the random models' (trustser.metrics.verdicts)
     details.update(outcomes=outcomes, calibration=calibration)
     return metrics, result, details
 
@@ -145,6 +160,11 @@ def test_outcomes(index: CorpusIndex, test_ids: list[str], y_true: np.ndarray, y
         attacked = [r for r in primary.records if r.status == "attacked"]
         outcomes.attack_speakers = speakers([r.clip_id for r in attacked])
         outcomes.attack_success = np.array([bool(r.flipped) for r in attacked], dtype=bool)
+    if details.get("robustness") is not None:
+        from trustser.metrics.robustness import outcome_arrays
+
+        for name, values in outcome_arrays(details["robustness"]).items():
+            setattr(outcomes, name, values)
     return outcomes
 
 
@@ -211,6 +231,21 @@ def evaluate_safety(index: CorpusIndex, backbone: Any, head: Any, test_ids: list
             for attack in trust.attacks}
 
 
+def evaluate_robustness(index: CorpusIndex, backbone: Any, head: Any, test_ids: list[str], y_true: np.ndarray,
+                        y_pred: np.ndarray, trust: TrustConfig, max_seconds: float, progress: bool) -> Any:
+    """Every test clip, clean and under each corruption of ``trust.corruptions``, through backbone + trained head
+    (``trustser.metrics.robustness``); babble talkers come from the fold's other test speakers. Seed 0 always: every
+    configuration meets the same corrupted clips."""
+    from trustser.metrics.corruptions import resolve
+    from trustser.metrics.robustness import evaluate_corruptions
+    from trustser.metrics.safety import ClipWaves, WaveformClassifier
+
+    waves = ClipWaves([index.clips[c].path for c in test_ids], max_seconds=max_seconds)
+    return evaluate_corruptions(WaveformClassifier(backbone, head), waves, [int(t) for t in y_true],
+                                [index.clips[c].speaker for c in test_ids], resolve(trust.corruptions),
+                                clip_ids=test_ids, clean_predictions=[int(p) for p in y_pred], progress=progress)
+
+
 def run_experiment(config: RunConfig) -> ExperimentResult:
     """Extract (or reuse) the features, then train, evaluate and log every selected fold under one parent run.
 
@@ -225,6 +260,10 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
 
     started = time.perf_counter()
     index = load_corpus(config.dataset, config.data_root, dict(config.corpus_options))
+    test_index = None
+    if config.test_dataset:  # loaded before anything runs: a missing corpus fails now, not after training
+        check_distinct(config.dataset, config.test_dataset)
+        test_index = load_corpus(config.test_dataset, config.test_data_root)
     folds = select_folds(index.folds, config.folds)
     backbone, source = load_backbone(config.backbone, config.weights, config.random_init, config.train.seed,
                                      offline=config.offline)
@@ -249,11 +288,22 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         tracking.log_params_safely(parent_params(config, source, index, backbone.num_parameters()))
         t0 = time.perf_counter()
         features, stats = extract_features(index, backbone, source, config.cache_dir, config.max_seconds,
-                                           progress=config.progress, precision=config.precision)
+                                           progress=config.progress, precision=config.precision,
+                                           budget_bytes=resident_budget(config.feature_memory))
         mlflow.log_metric("time_extract_s", time.perf_counter() - t0)
         folds = select_folds(index.folds, config.folds)  # audio skips may have dropped clips from the folds
         features = features.in_float32()
+        if config.unfreeze_top and features.out_of_core:  # finetune.live_features holds every clip's live states
+            log.warning("fine-tuning holds the live top-layer features of every clip in memory (not out of core)")
         log_corpus_artifacts(index, stats)
+        cross = None
+        if test_index is not None:
+            test_features, _ = extract_features(test_index, backbone, source, config.cache_dir, config.max_seconds,
+                                                progress=config.progress, precision=config.precision,
+                                                budget_bytes=resident_budget(config.feature_memory))
+            cross = CrossCorpus(config.test_dataset, test_index, test_features.in_float32())
+            mlflow.log_params({"test_dataset": config.test_dataset, "test_data_root": str(test_index.root),
+                               "test_n_clips": len(test_index.clips)})
         corpus = corpus_table(index, config)
         log_corpus_input(corpus)
         tags[RESUME_KEY_TAG] = resume_key(chash, corpus.digest, source.identity)
@@ -268,7 +318,8 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         results = []
         for fold in folds:
             results.append(reused.get(fold.name)
-                           or run_fold(index, features, fold, config, tags, source, backbone, sustainability, corpus))
+                           or run_fold(index, features, fold, config, tags, source, backbone, sustainability, corpus,
+                                       cross))
         if config.log_model and results:
             log_deployable_model(results, config, backbone, source)
         summary = aggregate([r.metrics for r in results])
@@ -324,6 +375,16 @@ def pooled_metrics(results: list[FoldResult], config: RunConfig) -> dict[str, fl
     pooled["test_uar_pooled"] = pooled.pop("test_uar")
     for key in ("test_ece", "test_brier"):
         pooled[f"{key}_pooled"] = pooled.pop(key)
+    everything = pool(outcomes)
+    pooled.update(pooled_fairness_verdicts(everything.y_true, everything.y_pred, everything.genders, len(EMOTIONS),
+                                           pooled))
+    if config.trust.corruptions:
+        from trustser.metrics.corruptions import resolve
+        from trustser.metrics.robustness import pooled_robustness_metrics
+
+        names = [c.name for c in resolve(config.trust.corruptions)]
+        pooled.update(pooled_robustness_metrics(everything, names, len(EMOTIONS), config.trust.bootstrap_resamples,
+                                                config.train.seed))
     return pooled
 
 
@@ -332,10 +393,11 @@ def trust_profile(summary: dict[str, float], n_folds: int) -> dict[str, Any]:
     folds, the direction, and its radar score (``trustser.study.radar``'s fixed normalisation, 1 = most
     trustworthy), so that a reader compares runs without re-deriving which number is which."""
     from trustser.study.radar import radar_score
-    from trustser.study.space import OBJECTIVES
+    from trustser.study.space import OBJECTIVES, OPTIONAL_OBJECTIVES
 
     axes = {}
-    for axis, objective in OBJECTIVES.items():
+    measured = {a: o for a, o in OPTIONAL_OBJECTIVES.items() if o.key in summary}  # robustness: when it ran
+    for axis, objective in {**OBJECTIVES, **measured}.items():
         value = summary.get(objective.key)
         std_key = objective.key[: -len("_mean")] + "_std" if objective.key.endswith("_mean") else None
         std = summary.get(std_key) if std_key else 0.0  # FLOPs are counted once, not per fold
@@ -347,12 +409,13 @@ def trust_profile(summary: dict[str, float], n_folds: int) -> dict[str, Any]:
     return {"folds": n_folds, "axes": axes,
             "normalisation": "radar_score in [0, 1], 1 = most trustworthy: performance (UAR - 0.25) / 0.75; "
                              "privacy (1 - gender accuracy) / 0.5; safety 1 - FGSM ASR; fairness 1 - equality-of-odds "
-                             "gap; sustainability 1 - log10(GFLOPs) / 2"}
+                             "gap; sustainability 1 - log10(GFLOPs) / 2; robustness (when measured) 1 - mean "
+                             "corruption flip rate"}
 
 
 def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: RunConfig, tags: dict[str, str],
              source: Any, backbone: Any = None, sustainability: dict[str, float] | None = None,
-             corpus: CorpusTable | None = None) -> FoldResult:
+             corpus: CorpusTable | None = None, cross: CrossCorpus | None = None) -> FoldResult:
     """Train, evaluate and log one fold as a nested run; ``sustainability`` (the backbone's cost, the same for
     every fold) is logged on it too so that each fold run carries all five trust families. ``corpus``: its train /
     validation / test subsets are logged as the run's dataset inputs. What a resumed run needs to reuse the fold
@@ -373,7 +436,8 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
         })
         t0 = time.perf_counter()
         metrics, result, details = evaluate_fold(index, features, fold, config.train, config.progress, backbone,
-                                                 config.trust, config.max_seconds, config.unfreeze_top, config.seeds)
+                                                 config.trust, config.max_seconds, config.unfreeze_top, config.seeds,
+                                                 cross)
         metrics["time_train_s"] = time.perf_counter() - t0
         for h in result.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_uar": h["val_uar"]}, step=int(h["epoch"]))
@@ -392,6 +456,7 @@ def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: Run
             if probe.reason:
                 mlflow.set_tag(f"privacy_{name}_undefined", probe.reason)
         log_attack_artifacts(details["attacks"], config, fold)
+        log_robustness_artifacts(details.get("robustness"))
         tracking.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
                             "confusion_matrix.png")
         tracking.log_json({"classes": list(EMOTIONS), "rows": "true class", "columns": "predicted class",
@@ -462,6 +527,23 @@ def sustainability_metrics(config: RunConfig) -> dict[str, float]:
     return out
 
 
+def log_robustness_artifacts(run: Any) -> None:
+    """Each corruption's parameters (params ``robustness.<name>``), why one was skipped or left clips out (tags),
+    and every clip's clean and corrupted prediction (``robustness/clips.csv``)."""
+    import json
+
+    import mlflow
+
+    if run is None:
+        return
+    tracking.log_params_safely({f"robustness.{c.name}": json.dumps(c.as_params()) for c in run.corruptions})
+    for name, why in run.skipped.items():
+        mlflow.set_tag(f"robustness_{name}_skipped", why[:5000])
+    for name, note in run.notes.items():
+        mlflow.set_tag(f"robustness_{name}_note", note[:5000])
+    mlflow.log_text(run.clips_frame().to_csv(index=False), "robustness/clips.csv")
+
+
 def log_attack_artifacts(attacks: dict[str, Any], config: RunConfig, fold: Fold) -> None:
     import mlflow
 
@@ -488,6 +570,7 @@ def parent_params(config: RunConfig, source, index: CorpusIndex, num_params: int
         "folds": config.folds, "weights": str(source.path) if source.path else source.kind,
         "weights_source": source.kind, "weights_identity": source.identity[:64], "random_init": config.random_init,
         "max_seconds": config.max_seconds, "precision": config.precision, "backbone_params": num_params,
+        "feature_memory": config.feature_memory,
         **{f"head.{k}": v for k, v in config.train.as_params().items()}, **config.trust.as_params(),
         "unfreeze_top": config.unfreeze_top, "epochs": config.train.epochs, "batch_size": config.train.batch_size, "lr": config.train.lr,
         "seed": config.train.seed, "python": platform.python_version(),
@@ -523,14 +606,3 @@ def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
         out[f"{key}_mean"] = float(finite.mean()) if finite.size else float("nan")
         out[f"{key}_std"] = float(finite.std()) if finite.size else float("nan")
     return out
-
-
-def config_from_dict(values: dict[str, Any]) -> RunConfig:
-    train_fields = set(TrainConfig.__dataclass_fields__)
-    train = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
-    rest = {k: v for k, v in values.items() if k not in train_fields}
-    return RunConfig(train=train, **rest)
-
-
-
-

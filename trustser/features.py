@@ -5,6 +5,12 @@ Entries are safetensors files holding fp16 ``hidden`` [layers, frames, hidden] p
 metadata. They are written to a temporary file in the same directory and renamed into place, so a killed run never
 leaves a partial file under a final name; a file that fails its checksum on read is reported, deleted and rebuilt.
 Two processes extracting the same clip both write complete files and the last rename wins with identical content.
+
+Corpora larger than memory (``feature_memory``, ``resident_budget``): the store keeps clips in memory up to a budget
+of fp16 bytes and leaves the rest in their cache entries, read on each access (out of core). Training, prediction,
+probes and standardisation read a batch (or one clip) at a time, so their peak memory is the budget plus a batch,
+whatever the corpus size (the linear reference keeps one mean-pooled vector per clip). The values are the same
+either way: a clip read from its entry is the tensor that would have been held (docs/benchmarks.md, section 8).
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Union
 
 import torch
 from torch import Tensor
 
-from trustser import MAX_SECONDS, SAMPLE_RATE
+from trustser import MAX_SECONDS
 from trustser.audio import load_audio
 from trustser.backbones.base import Backbone
 from trustser.backbones.weights import WeightsSource
@@ -43,10 +49,11 @@ class FeatureKey:
     weights_identity: str
     max_seconds: float = MAX_SECONDS
     precision: str = "fp32"
-    upto_layer: int | None = None  # for partial-unfreezing: hidden states up to (and including) this index only
 
     def digest(self) -> str:
-        payload = json.dumps({**self.__dict__, "format": FORMAT_VERSION}, sort_keys=True)
+        # "upto_layer": None stays in the payload: a field by that name (never set) once entered it, and existing
+        # caches are named by digests that include it
+        payload = json.dumps({**self.__dict__, "upto_layer": None, "format": FORMAT_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -74,17 +81,87 @@ def write_entry(path: Path, hidden: Tensor) -> None:
 
 def read_entry(path: Path) -> Tensor:
     """Load and verify one entry; raises CorruptEntry on any damage (truncation, flipped bytes, bad header)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             crc = int(f.metadata()["crc32"])
             hidden = f.get_tensor("hidden")
-    except Exception as exc:
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
+        # damage only: a failed allocation (a run short of memory) must not delete a valid entry
         raise CorruptEntry(f"{path}: unreadable ({type(exc).__name__})") from None
     if zlib.crc32(hidden.numpy().tobytes()) != crc:
         raise CorruptEntry(f"{path}: checksum mismatch")
     return hidden
+
+
+def read_hidden(path: Path) -> Tensor:
+    """Load one entry without its checksum: the out-of-core read of a batch. Every entry of a store was verified
+    when the store was built (``extract_features`` reads each once); checking the CRC again on every access would
+    cost about 5x the read itself (measured: 0.85 vs 0.15 ms for a 1.8 MB Whisper Base clip)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor("hidden")
+    except (OSError, SafetensorError) as exc:  # not an allocation failure: that is no fault of the cache
+        raise CorruptEntry(f"{path}: unreadable during the run ({type(exc).__name__}: {exc}); was the feature cache "
+                           "changed while this run used it?") from None
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    """A clip whose features stay in their (verified) cache entry and are read on each access."""
+
+    path: Path
+    shape: tuple[int, int, int]  # [layers, frames, hidden]
+
+
+FEATURE_MEMORY = ("auto", "memory", "disk")
+"""How much of the feature store is held in memory (``RunConfig.feature_memory``, ``--feature-memory``):
+``auto`` (the default) holds up to ``AUTO_RESIDENT_FRACTION`` of the machine's memory (``TRUSTSER_FEATURE_MEMORY_GB``
+overrides it) and reads the rest from the cache; ``memory`` holds everything (the behaviour before out-of-core
+reading existed); ``disk`` holds nothing; a number holds up to that many GiB. Results do not depend on it."""
+AUTO_RESIDENT_FRACTION = 0.5
+"""Half the machine's memory for resident features leaves the other half for the backbone, a batch's activations,
+and the page cache that serves the clips read from disk."""
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit where that is smaller (a container)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def resident_budget(setting: str | float | None = "auto") -> int | None:
+    """Bytes of fp16 features a store may hold in memory for a ``feature_memory`` setting (None: no limit)."""
+    from trustser.errors import ConfigError
+
+    text = "auto" if setting is None else str(setting).strip().lower()
+    if text == "memory":
+        return None
+    if text == "disk":
+        return 0
+    if text == "auto":
+        override = os.environ.get("TRUSTSER_FEATURE_MEMORY_GB")
+        if not override:
+            return int(machine_memory_bytes() * AUTO_RESIDENT_FRACTION)
+        text = override
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = float("nan")
+    if not gib >= 0:
+        raise ConfigError(f"feature_memory must be one of {', '.join(FEATURE_MEMORY)} or a number of GiB >= 0, "
+                          f"got '{setting}'")
+    return int(gib * 2**30)
 
 
 @dataclass
@@ -93,23 +170,28 @@ class ExtractionStats:
     reused: int = 0
     rebuilt_corrupt: int = 0
     skipped: Counter = field(default_factory=Counter)
+    store_bytes: int = 0  # fp16 bytes of every clip's features
+    resident_bytes: int = 0  # of which held in memory (the rest is read from the cache on access)
 
     def as_metrics(self) -> dict[str, float]:
         out = {"features_computed": self.computed, "features_reused": self.reused,
-               "features_rebuilt_corrupt": self.rebuilt_corrupt, "clips_skipped_audio": sum(self.skipped.values())}
+               "features_rebuilt_corrupt": self.rebuilt_corrupt, "clips_skipped_audio": sum(self.skipped.values()),
+               "feature_store_gib": self.store_bytes / 2**30, "feature_resident_gib": self.resident_bytes / 2**30}
         out.update({f"skipped_{reason}": n for reason, n in self.skipped.items()})
         return out
 
 
 class FeatureStore(Mapping[str, Tensor]):
-    """Clip id → fp16 hidden states [layers, frames, hidden], held in memory after extraction."""
+    """Clip id → fp16 hidden states [layers, frames, hidden]: held in memory, or (``OnDisk``) read from the clip's
+    cache entry on every access, so a corpus larger than memory is served a batch at a time."""
 
-    def __init__(self, features: dict[str, Tensor], key: FeatureKey) -> None:
+    def __init__(self, features: dict[str, Union[Tensor, OnDisk]], key: FeatureKey) -> None:
         self._features = features
         self.key = key
 
     def __getitem__(self, clip_id: str) -> Tensor:
-        return self._features[clip_id]
+        value = self._features[clip_id]
+        return read_hidden(value.path) if isinstance(value, OnDisk) else value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._features)
@@ -117,19 +199,81 @@ class FeatureStore(Mapping[str, Tensor]):
     def __len__(self) -> int:
         return len(self._features)
 
-    def nbytes(self, dtype: torch.dtype = torch.float16) -> int:
-        return sum(t.numel() for t in self._features.values()) * torch.empty((), dtype=dtype).element_size()
+    def shape(self, clip_id: str) -> tuple[int, ...]:
+        """[layers, frames, hidden] of a clip, without reading an out-of-core clip."""
+        return tuple(self._features[clip_id].shape)
+
+    def frames(self, clip_id: str) -> int:
+        return self.shape(clip_id)[1]
+
+    @property
+    def out_of_core(self) -> bool:
+        return any(isinstance(v, OnDisk) for v in self._features.values())
+
+    def nbytes(self, dtype: torch.dtype = torch.float16, resident_only: bool = False) -> int:
+        values = [v for v in self._features.values() if not (resident_only and isinstance(v, OnDisk))]
+        return sum(int(torch.Size(v.shape).numel()) for v in values) * torch.empty((), dtype=dtype).element_size()
 
     def in_float32(self, budget_bytes: int = TRAINING_FP32_BUDGET) -> "FeatureStore":
         """An fp32 copy for training when it fits in ``budget_bytes``, else this fp16 store.
 
         Training reads every frame of every layer each epoch; converting fp16 → fp32 on the fly costs about a third
         of an epoch (measured: 0.69 → 0.48 s per epoch on Whisper Base-sized EmoDB features), so a corpus that fits is
-        converted once. Larger corpora keep fp16 in memory and convert per batch.
+        converted once. Larger corpora keep fp16 in memory and convert per batch; an out-of-core store (partly on
+        disk) is never copied. fp16 → fp32 is exact, so either way training computes the same numbers.
         """
-        if self.nbytes(torch.float32) > budget_bytes:
+        if self.out_of_core or self.nbytes(torch.float32) > budget_bytes:
             return self
         return FeatureStore({k: v.float() for k, v in self._features.items()}, self.key)
+
+
+def open_store(entries: Mapping[str, Path], key: FeatureKey, budget_bytes: int | None = 0,
+               verify: bool = True) -> FeatureStore:
+    """A store over existing cache entries (clip id → entry path), holding clips in memory up to ``budget_bytes``
+    and the rest on disk; each entry is read once and its checksum checked unless ``verify`` is False."""
+    placer = _Placer(budget_bytes)
+    features: dict[str, Union[Tensor, OnDisk]] = {}
+    for clip_id, path in entries.items():
+        path = Path(path)
+        if verify:
+            features[clip_id] = placer.place(read_entry(path), path)
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                shape = tuple(f.get_slice("hidden").get_shape())
+            features[clip_id] = placer.place_on_disk(path, shape)
+    placer.report(len(features))
+    return FeatureStore(features, key)
+
+
+class _Placer:
+    """Which clips a store holds in memory: in order, while the fp16 bytes held stay within the budget."""
+
+    def __init__(self, budget_bytes: int | None) -> None:
+        self.budget, self.total, self.resident, self.on_disk = budget_bytes, 0, 0, 0
+
+    def place(self, hidden: Tensor, entry: Path) -> Union[Tensor, OnDisk]:
+        size = hidden.numel() * 2  # fp16
+        if self.budget is None or self.resident + size <= self.budget:
+            self.total += size
+            self.resident += size
+            return hidden
+        return self.place_on_disk(entry, tuple(hidden.shape))
+
+    def place_on_disk(self, entry: Path, shape: tuple[int, ...]) -> OnDisk:
+        self.total += int(torch.Size(shape).numel()) * 2
+        self.on_disk += 1
+        return OnDisk(entry, tuple(int(n) for n in shape))
+
+    def report(self, clips: int, stats: "ExtractionStats | None" = None) -> None:
+        if stats is not None:
+            stats.store_bytes += self.total
+            stats.resident_bytes += self.resident
+        if self.on_disk:
+            log.info("feature store %.2f GiB is larger than the resident budget %.2f GiB (feature_memory): "
+                     "%d of %d clips are read from the cache on each access (out of core)",
+                     self.total / 2**30, (self.budget or 0) / 2**30, self.on_disk, clips)
 
 
 def feature_dir(key: FeatureKey, cache: str | Path | None = None) -> Path:
@@ -140,10 +284,12 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
                      cache: str | Path | None = None, max_seconds: float = MAX_SECONDS,
                      clip_ids: Iterable[str] | None = None, progress: bool = True,
                      stats: ExtractionStats | None = None, precision: str = "fp32",
-                     ) -> tuple[FeatureStore, ExtractionStats]:
+                     budget_bytes: int | None = None) -> tuple[FeatureStore, ExtractionStats]:
     """Features for every clip of ``index`` (or ``clip_ids``), from the cache where present.
 
     Clips whose audio is unusable are removed from the index (and its folds) with their reason, and counted.
+    ``budget_bytes``: fp16 bytes of features held in memory (None: all, ``resident_budget``); clips beyond it stay
+    in their verified cache entries and are read on access.
     """
     from tqdm.auto import tqdm
 
@@ -154,7 +300,8 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
     key = FeatureKey(backbone.spec.name, source.identity, max_seconds, precision)
     directory = feature_dir(key, cache)
     stats = stats or ExtractionStats()
-    features: dict[str, Tensor] = {}
+    features: dict[str, Union[Tensor, OnDisk]] = {}
+    placer = _Placer(budget_bytes)
     ids = list(clip_ids) if clip_ids is not None else sorted(index.clips)
     runner = backbone
     for clip_id in tqdm(ids, desc=f"features {backbone.spec.name}", unit="clip", disable=not progress):
@@ -167,7 +314,7 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
             continue
         if entry.exists():
             try:
-                features[clip_id] = read_entry(entry)
+                features[clip_id] = placer.place(read_entry(entry), entry)
                 stats.reused += 1
                 continue
             except CorruptEntry as exc:
@@ -185,8 +332,9 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
             runner = bf16_weights_twin(backbone)  # built once, on the first clip that needs computing
         hidden = compute_hidden(runner, torch.from_numpy(samples), precision)
         write_entry(entry, hidden)
-        features[clip_id] = hidden.to(torch.float16)
+        features[clip_id] = placer.place(hidden.to(torch.float16), entry)
         stats.computed += 1
+    placer.report(len(features), stats)
     return FeatureStore(features, key), stats
 
 
@@ -226,5 +374,3 @@ def compute_hidden(backbone: Backbone, samples: Tensor, precision: str = "fp32")
     return out.hidden[0, :, :frames].float()
 
 
-def max_samples(max_seconds: float = MAX_SECONDS) -> int:
-    return int(round(max_seconds * SAMPLE_RATE))

@@ -35,6 +35,8 @@ from trustser.study.radar import radar_figure
 from trustser.study.scenarios import SHIPPED, Recommendation, load_scenario, recommend
 from trustser.study.space import OBJECTIVES, Objective
 from trustser.study.uncertainty_rules import CHANCE_MARGIN, CHANCE_UAR, has_interval, interval
+from trustser.metrics.verdicts import FLIP_SHARE_OF_CHANCE, describe
+from trustser.study.radar import OPTIONAL_AXES
 
 # (axis, column title, scale, format): Table 4's columns, performance first
 COLUMNS = (
@@ -44,6 +46,7 @@ COLUMNS = (
     ("fairness", "equality of odds %", 100, "{:.1f}"),
     ("sustainability", "GFLOPs (6 s)", 1, "{:.1f}"),
 )
+ROBUSTNESS_COLUMN = ("robustness", "corruption flip rate %", 100, "{:.1f}")  # shown when some row measured it
 MAX_RADARS = 24  # per-candidate radar charts (Pareto rows first)
 MAX_OVERLAY = 10
 
@@ -58,7 +61,7 @@ class ReportFiles:
 
 def rows_from_study(study_name: str | None, storage: str | None) -> tuple[list[Candidate], tuple[Objective, ...], str]:
     from trustser.study.pareto import study_objectives, study_rows
-    from trustser.study.runner import default_storage, open_study, redact, resolve_study_name
+    from trustser.study.storage import default_storage, open_study, redact, resolve_study_name
 
     name = resolve_study_name(storage, study_name)
     study = open_study(storage, name)
@@ -70,7 +73,7 @@ def rows_from_study(study_name: str | None, storage: str | None) -> tuple[list[C
 
 def study_run_id(study_name: str | None, storage: str | None) -> str | None:
     """The study's current MLflow run (its user attr ``mlflow_run_id``; None for a study without one)."""
-    from trustser.study.runner import open_study, resolve_study_name
+    from trustser.study.storage import open_study, resolve_study_name
 
     return open_study(storage, resolve_study_name(storage, study_name)).user_attrs.get("mlflow_run_id")
 
@@ -198,9 +201,9 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
     overlay_rows = front if 0 < len(front) <= MAX_OVERLAY else \
         list({r.choice.label: r.choice for r in recs.values() if isinstance(r, Recommendation)}.values()) or \
         rows[:MAX_OVERLAY]
-    overlay_png = save(radar_figure({r.label: r.values for r in overlay_rows}, "trust profiles (overlaid)",
+    overlay_png = save(radar_figure({r.label: _profile(r) for r in overlay_rows}, "trust profiles (overlaid)",
                                     chance_level=at_chance), "radar_overlay.png")
-    radars = [(r, save(radar_figure({r.label: r.values}, r.label, chance_level=at_chance),
+    radars = [(r, save(radar_figure({r.label: _profile(r)}, r.label, chance_level=at_chance),
                        f"radar_{i:02d}_{_slug(r.label)}.png"))
               for i, r in enumerate((front or rows)[:MAX_RADARS])]
 
@@ -208,15 +211,51 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
     html_path.write_text(_html(title, source, rows, recs, pareto_png, overlay_png, radars,
                                sum(not r.excluded for r in front) if front else len(rows)))
     md_path.write_text(_markdown(title, source, rows, recs, pareto_png, overlay_png, radars))
+    cross = cross_corpus_tables(rows)
+    if cross is not None:  # runs with --test-dataset: the train x test matrix
+        md_path.write_text(md_path.read_text().rstrip() + "\n\n" + cross[0] + "\n")
+        page = html_path.read_text()
+        html_path.write_text(page.replace("</body></html>", cross[1] + "\n</body></html>"))
     files = ReportFiles(html_path, md_path, images, recs)
     if mlflow.active_run() is not None:
         log_report(files, mlflow.active_run().info.run_id)
     return files
 
 
+CROSS_NOTE = ("Cross-corpus UAR: rows are configurations and the corpus they were trained on, columns the corpus "
+              "tested; the training corpus's own column is its within-corpus test UAR (held-out speakers), the others "
+              "are the same fold models tested on all of another corpus (trustser.cross_corpus), mean over folds.")
+
+
+def cross_corpus_tables(rows: Sequence[Candidate]) -> tuple[str, str] | None:
+    """The train x test UAR matrix (Markdown, HTML) over the rows that logged a cross-corpus test; None without."""
+    from trustser.cross_corpus import cross_matrix
+
+    entries = []
+    for r in rows:
+        dataset = r.params.get("dataset") or r.metrics.get("dataset") or "train"
+        cells = cross_matrix([{"dataset": str(dataset), "metrics": r.metrics}]).get(str(dataset), {})
+        if len(cells) > 1 or any(k != dataset for k in cells):
+            entries.append((f"{r.label} [{dataset}]" if f"[{dataset}]" not in r.label else r.label, cells))
+    if not entries:
+        return None
+    columns = sorted({c for _, cells in entries for c in cells})
+    fmt = lambda v: "—" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"  # noqa: E731
+    md = ["## Cross-corpus UAR % (train × test)", "", CROSS_NOTE, "",
+          "| configuration [trained on] | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    md += ["| " + label + " | " + " | ".join(fmt(cells.get(c)) for c in columns) + " |" for label, cells in entries]
+    page = ["<h2>Cross-corpus UAR % (train &times; test)</h2>", f"<p>{html.escape(CROSS_NOTE)}</p>", "<table>",
+            "<tr><th>configuration [trained on]</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"]
+    page += ["<tr><td>" + html.escape(label) + "</td>" + "".join(f"<td>{fmt(cells.get(c))}</td>" for c in columns)
+             + "</tr>" for label, cells in entries]
+    page.append("</table>")
+    return "\n".join(md), "\n".join(page)
+
+
 NORMALISATION_NOTE = ("Radar axes are normalised to fixed ranges (1 = most trustworthy): performance (UAR − 0.25)/0.75; "
                       "privacy (1 − gender-probe accuracy)/0.5; safety 1 − ASR; fairness 1 − equality-of-odds gap; "
-                      "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs). GFLOPs count FLOPs (2 × MACs); the "
+                      "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs); robustness (a sixth spoke where measured) "
+                      "1 − mean corruption flip rate. GFLOPs count FLOPs (2 × MACs); the "
                       "paper's Table 4 column, shown beside ours, counts MACs.")
 RULE_NOTE = ("Scenario rule: candidates not above chance set aside, then hard limits; then each axis min–max "
              "normalised over the Pareto candidates (1 = best), weighted high=3, medium=2, low=1; ties by the "
@@ -230,17 +269,52 @@ INTERVAL_NOTE = ("Cells: the mean over folds, then [the speaker-level bootstrap 
                  "safety and fairness as not meaningful.")
 
 
+VERDICT_NOTE = ("Verdicts (ser-tests style, trustser.metrics.verdicts), on the pooled test clips of all folds: each "
+                "figure against the same figure for class-prior random models on the same clips. Fairness passes "
+                "when the equality-of-odds gap is no larger than the random models' 95th percentile; a corruption "
+                f"passes when its flip rate is at most {FLIP_SHARE_OF_CHANCE:g} × the random models' (1 − Σ p²) and "
+                "its UAR drop no larger than their 95th percentile. 'n/a': not measured or undefined (one gender).")
+
+
+def _profile(r: Candidate) -> dict[str, float]:
+    """The radar's values: the study's axes, and robustness where the run measured it."""
+    return {**r.values, **{a: r.value(a) for a in OPTIONAL_AXES if math.isfinite(r.value(a))}}
+
+
+def _columns(rows: Sequence[Candidate]) -> tuple:
+    return COLUMNS + ((ROBUSTNESS_COLUMN,) if any(math.isfinite(r.value("robustness")) for r in rows) else ())
+
+
+def _verdicts(r: Candidate) -> str:
+    """``fairness pass; robustness 4 of 5 pass (fail: babble_snr10)`` from the run summary."""
+    m = r.metrics
+    parts = [f"fairness {describe(m.get('fairness_equality_of_odds_pass'))}"]
+    if "robustness_pass" in m:
+        names = sorted(k[len("robustness_"):-len("_pass")] for k in m
+                       if re.fullmatch(r"robustness_.+_pass", k) and not k.endswith(("_flip_rate_pass", "_uar_drop_pass"))
+                       and k != "robustness_pass")
+        failed = [n for n in names if m.get(f"robustness_{n}_pass") == 0.0]
+        passed = sum(m.get(f"robustness_{n}_pass") == 1.0 for n in names)
+        parts.append(f"robustness {passed} of {len(names)} pass" + (f" (fail: {', '.join(failed)})" if failed else ""))
+    return "; ".join(parts)
+
+
 def _table_rows(rows: Sequence[Candidate]) -> list[list[str]]:
     out = []
     for r in rows:
         where = f"trial {r.trial}" if r.trial is not None else (r.mlflow_run_id or "")[:8]
         pareto = ("set aside" if r.excluded else "yes") if r.pareto else ""
-        out.append([r.label, *(_cell(r, a, s, f) for a, _, s, f in COLUMNS), _paper_gflops(r), pareto,
-                    r.excluded or "", where])
+        out.append([r.label, *(_cell(r, a, s, f) for a, _, s, f in _columns(rows)), _paper_gflops(r), pareto,
+                    r.excluded or "", _verdicts(r), where])
     return out
 
 
-HEADER = ["configuration", *(c[1] for c in COLUMNS), "paper Table 4 (GMACs)", "Pareto", "set aside (why)", "source"]
+def _header(rows: Sequence[Candidate]) -> list[str]:
+    return ["configuration", *(c[1] for c in _columns(rows)), "paper Table 4 (GMACs)", "Pareto", "set aside (why)",
+            "verdicts vs random models", "source"]
+
+
+HEADER = _header([])
 REC_HEADER = ["scenario", "priorities", "choice", "runner-up", "statistically indistinguishable", "paper's pick",
               "reasons"]
 
@@ -282,8 +356,8 @@ figure{{display:inline-block;margin:4px}} img{{max-width:100%}}</style></head>
 <p>Source: {e(source)}. {len(rows)} configuration(s), {n_front} on the Pareto front{e(_set_aside_text(rows))}.
 Lower is better for every column except UAR.</p>
 <h2>Trust metrics (Table 4 layout)</h2>
-<p>{e(INTERVAL_NOTE)}</p>
-{table(HEADER, _table_rows(rows))}
+<p>{e(INTERVAL_NOTE)} {e(VERDICT_NOTE)}</p>
+{table(_header(rows), _table_rows(rows))}
 <h2>Scenario picks</h2>
 <p>{e(RULE_NOTE)}</p>
 {table(REC_HEADER, rec_rows)}
@@ -304,7 +378,8 @@ def _markdown(title, source, rows, recs, pareto_png, overlay_png, radars) -> str
                           *("| " + " | ".join(row) + " |" for row in esc)])
 
     lines = [f"# {title}", "", f"Source: {source}. {len(rows)} configuration(s){_set_aside_text(rows)}.", "", "## Trust metrics (Table 4 layout)",
-             "", INTERVAL_NOTE, "", table(HEADER, _table_rows(rows)), "", "## Scenario picks", "", RULE_NOTE, "",
+             "", INTERVAL_NOTE, "", VERDICT_NOTE, "", table(_header(rows), _table_rows(rows)), "", "## Scenario picks",
+             "", RULE_NOTE, "",
              table(REC_HEADER, [_rec_cells(n, r) for n, r in recs.items()]), "",
              "## Pareto front", "", f"![Pareto front]({pareto_png.name})", "", "## Trust profiles", "",
              NORMALISATION_NOTE, "", f"![radar overlay]({overlay_png.name})", ""]

@@ -34,6 +34,28 @@ class TrustConfig:
     measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
     reference: bool = True  # the linear reference probe (reference_linear_uar) on every fold
     bootstrap_resamples: int = DEFAULT_RESAMPLES  # speaker-level bootstrap resamples per interval (0 = none)
+    # the corruption suite (trustser.metrics.corruptions names, or the aliases "standard", "all"); none by default:
+    # each corruption costs one backbone forward per test clip, and configurations without it keep their config hash
+    corruptions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from trustser.errors import ConfigError
+        from trustser.metrics.safety import ATTACKS
+
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise ConfigError(f"trust.attacks: unknown attack '{unknown[0]}'; known: {', '.join(ATTACKS)}")
+        for name in ("pgd_steps", "probe_epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"trust.{name} must be >= 1, got {getattr(self, name)}")
+        if self.bootstrap_resamples < 0:
+            raise ConfigError(f"trust.bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}")
+        if self.max_attack_clips is not None and self.max_attack_clips < 1:
+            raise ConfigError(f"trust.max_attack_clips must be >= 1 or null (all clips), got {self.max_attack_clips}")
+        if self.corruptions:
+            from trustser.metrics.corruptions import resolve
+
+            resolve(self.corruptions)  # an unknown name is a ConfigError naming it and the known ones
 
     def as_params(self) -> dict[str, object]:
         return {f"trust.{k}": v for k, v in asdict(self).items()}
@@ -51,15 +73,41 @@ class RunConfig:
     cache_dir: str | None = None
     max_seconds: float = MAX_SECONDS
     precision: str = "fp32"  # feature extraction: fp32 or bf16 autocast
+    feature_memory: str = "auto"  # held in memory: auto, memory, disk or GiB (trustser.features.FEATURE_MEMORY)
     train: TrainConfig = field(default_factory=TrainConfig)
     unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
     seeds: int = 1  # training seeds per fold (seed, seed+1, ...): the spread of test UAR over them is logged
     log_model: bool = True  # log the deployable pyfunc model (trustser.deploy) on the parent run
     model_from: str = "best_validation"  # which fold's head the deployable model uses (trustser.deploy.MODEL_FROM)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    # cross-corpus: also test every fold's model on all of this other corpus (trustser.cross_corpus)
+    test_dataset: str | None = None
+    test_data_root: str | None = None  # its root (default: the shipped copy, where there is one)
     experiment: str | None = None
     progress: bool = True
     offline: bool | None = None  # download no weights (None: HF_HUB_OFFLINE decides); not part of what is computed
+
+    def __post_init__(self) -> None:
+        """Values are checked here, on construction, so a bad file or --set fails before anything runs."""
+        from trustser.deploy import MODEL_FROM
+        from trustser.errors import ConfigError
+        from trustser.features import PRECISIONS, resident_budget
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: unknown value '{self.precision}'; allowed: {', '.join(sorted(PRECISIONS))}")
+        if self.model_from not in MODEL_FROM:
+            raise ConfigError(f"model_from: unknown value '{self.model_from}'; allowed: {', '.join(MODEL_FROM)}")
+        for name in ("seeds",):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.unfreeze_top < 0:
+            raise ConfigError(f"unfreeze_top must be >= 0, got {self.unfreeze_top}")
+        if not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+        try:
+            resident_budget(self.feature_memory)
+        except ConfigError as exc:
+            raise ConfigError(f"feature_memory: {exc}") from None
 
 
 @dataclass

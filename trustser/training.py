@@ -108,6 +108,12 @@ def collate(features: Mapping[str, Tensor], ids: Sequence[str]) -> tuple[Tensor,
     return batch, mask
 
 
+def clip_frames(features: Mapping[str, Tensor], clip_id: str) -> int:
+    """A clip's frame count; an out-of-core store (``FeatureStore.frames``) answers without reading the clip."""
+    frames = getattr(features, "frames", None)
+    return frames(clip_id) if frames is not None else features[clip_id].shape[1]
+
+
 def batch_logits(model: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str]) -> Tensor:
     """Logits of a batch of cached clips: the per-clip fast path where the model has one, else a padded batch."""
     if hasattr(model, "forward_clips"):
@@ -120,7 +126,7 @@ def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequenc
                    batch_size: int = 64) -> Tensor:
     head.eval()
     # sorting by length cuts padding; results are put back in the caller's order
-    order = sorted(range(len(ids)), key=lambda i: features[ids[i]].shape[1])
+    order = sorted(range(len(ids)), key=lambda i: clip_frames(features, ids[i]))
     chunks = []
     for start in range(0, len(ids), batch_size):
         chunk = order[start : start + batch_size]

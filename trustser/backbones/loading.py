@@ -1,14 +1,13 @@
-"""Build a backbone by name: resolve its weights, pick its family's builder, return it frozen in eval mode."""
+"""Build a backbone by name: resolve its weights, let its family build it, return it frozen in eval mode."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable
 
 import torch
 
-from trustser.backbones.base import Backbone, BackboneSpec
+from trustser.backbones.base import Backbone
 from trustser.backbones.registry import get_backbone_spec
 from trustser.backbones.weights import WeightsSource, materialise, resolve_weights
 
@@ -17,27 +16,6 @@ log = logging.getLogger(__name__)
 RANDOM_WARNING = (
     "backbone '{name}' is built with RANDOM weights (--random-init): results are NOT those of a pretrained model"
 )
-
-
-def _whisper(spec: BackboneSpec, path):  # imports stay lazy: transformers/s3prl take seconds to import
-    from trustser.backbones.whisper import build_whisper_encoder
-
-    return build_whisper_encoder(spec, path)
-
-
-def _ssl(spec: BackboneSpec, path):
-    from trustser.backbones.hf_ssl import build_ssl
-
-    return build_ssl(spec, path)
-
-
-def _s3prl(spec: BackboneSpec, path):
-    from trustser.backbones.s3prl_models import build_s3prl
-
-    return build_s3prl(spec, path)
-
-
-FAMILIES: dict[str, Callable[[BackboneSpec, object], Backbone]] = {"whisper": _whisper, "ssl": _ssl, "s3prl": _s3prl}
 
 
 def load_backbone(name: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
@@ -50,7 +28,7 @@ def load_backbone(name: str, weights: str | None = None, random_init: bool = Fal
         warnings.warn(message, stacklevel=2)
         log.warning(message)
         torch.manual_seed(seed)
-    backbone = FAMILIES[spec.family](spec, materialise(spec, source))
+    backbone = spec.backbone_family.build(spec, materialise(spec, source))
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)

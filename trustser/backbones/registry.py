@@ -1,6 +1,8 @@
 """The backbone registry: one entry per backbone, holding its published architecture config and weight sources.
 
-Adding a backbone is one ``register_backbone`` call (plus a config file in ``configs/``) and a test.
+Adding a backbone of a known family (``family``: whisper, ssl, s3prl; see ``trustser.backbones.families``) is one
+config file in ``configs/`` and one ``register_backbone`` call; the contract tests (tests/test_backbone_contract.py)
+then check it with everything else registered. CONTRIBUTING.md says more.
 """
 
 from __future__ import annotations
@@ -79,4 +81,9 @@ register_backbone(BackboneSpec(
     config=load_config("wavlm_base_plus.json"), num_layers=12, hidden_size=768,
     paper=PaperFigures(12, 768, 94.70, 33.2), hf_repo_id="microsoft/wavlm-base-plus",
     front_end={"do_normalize": False},
+))
+register_backbone(BackboneSpec(
+    name="hubert_base", family="ssl", description="HuBERT Base (LibriSpeech 960 h, no fine-tuning)",
+    config=load_config("hubert_base.json"), num_layers=12, hidden_size=768, hf_repo_id="facebook/hubert-base-ls960",
+    front_end={"do_normalize": False},  # pretrained on raw waveforms (fairseq task.normalize: false)
 ))

@@ -136,13 +136,14 @@ def classify_explicit(spec: BackboneSpec, path: Path) -> WeightsSource:
     path = path.expanduser().resolve()
     if not path.exists():
         raise WeightsNotFoundError(f"--weights {path}: no such file or directory")
-    if spec.family == "s3prl":
+    family = spec.backbone_family
+    if family.weights_are_a_file:
         if not path.is_file():
             raise WeightsNotFoundError(f"--weights {path}: {spec.name} needs an s3prl checkpoint file (.ckpt)")
         return WeightsSource("s3prl_ckpt", path, file_digest(path))
     if not path.is_dir():
         raise WeightsNotFoundError(f"--weights {path}: {spec.name} needs a model directory")
-    if (path / "model.bin").is_file() and not (path / "model.safetensors").is_file() and spec.family == "whisper":
+    if (path / "model.bin").is_file() and not (path / "model.safetensors").is_file() and family.reads_ct2:
         return WeightsSource("ct2_dir", path, file_digest(path / "model.bin"))
     return WeightsSource("hf_dir", path, dir_identity(path))
 

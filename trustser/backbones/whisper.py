@@ -7,17 +7,24 @@ sinusoidal position table to the clip's length, so 6 s of audio → 600 mel fram
 Per-clip determinism inside a padded batch: the log-mel is computed per clip (its STFT edge and normalisation
 max see only the clip), conv1's output is zeroed beyond the clip (what conv2's zero padding sees when the clip
 runs alone), and padded positions are masked out of attention.
+
+:class:`WhisperFamily` is everything else the suite knows about Whisper encoders (weights, FLOPs split, attack
+train mode, fine-tuning); a new Whisper size is one config file and one ``register_backbone`` call.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trustser.backbones.base import Backbone, BackboneOutput, BackboneSpec, lengths_to_mask
+from trustser.backbones.base import (Backbone, BackboneFamily, BackboneOutput, BackboneSpec, FrontEndSplit,
+                                     FunctionModule, lengths_to_mask, tiny_spec)
+from trustser.backbones.top_layers import TopLayers, additive_mask, trainable_copy
+from trustser.errors import ConfigError
 
 N_FFT = 400
 HOP = 160
@@ -108,3 +115,59 @@ def build_whisper_encoder(spec: BackboneSpec, weights_dir: Any | None) -> Whispe
         encoder = WhisperModel.from_pretrained(str(weights_dir), local_files_only=True).get_encoder()
     encoder.eval()
     return WhisperEncoderBackbone(spec, encoder)
+
+
+class WhisperTop(TopLayers):
+    """State 0 = conv + position embedding, state i = output of layer i-1, except state L, which has the encoder's
+    final layer_norm applied. The top block therefore also holds a copy of that layer_norm, trained with the last
+    layer (it only ever touches the last state)."""
+
+    def __init__(self, backbone: Backbone, k: int) -> None:
+        super().__init__(backbone.encoder_layers(), k, backbone.spec.num_hidden_states)
+        self.final_norm = trainable_copy(backbone.encoder.layer_norm)
+
+    def run(self, x: Tensor, mask: Tensor) -> list[Tensor]:
+        attn = additive_mask(mask, x.dtype)
+        states = []
+        for layer in self.layers:
+            out = layer(x, attn, layer_head_mask=None)
+            x = out[0] if isinstance(out, tuple) else out
+            states.append(x)
+        states[-1] = self.final_norm(states[-1])
+        return states
+
+    def install_into(self, backbone: Backbone) -> None:
+        super().install_into(backbone)
+        backbone.encoder.layer_norm.load_state_dict(self.final_norm.state_dict())
+
+
+class WhisperFamily(BackboneFamily):
+    """Whisper encoders (transformers' ``WhisperEncoder``) run on the true clip length."""
+
+    name = "whisper"
+    reads_ct2 = True  # faster-whisper exports are converted once (trustser.backbones.ct2_whisper)
+
+    def build(self, spec: BackboneSpec, weights: Path | None) -> WhisperEncoderBackbone:
+        return build_whisper_encoder(spec, weights)
+
+    def front_end(self, backbone: Backbone) -> FrontEndSplit:
+        """The log-mel is plain code: wrapped in a module of its own, and the encoder run from its output."""
+        log_mel = FunctionModule(backbone.log_mel)
+        return FrontEndSplit(log_mel, lambda waves, lengths: backbone.forward_mel(*log_mel(waves, lengths)))
+
+    def dropout_like(self, spec: BackboneSpec) -> frozenset[str]:
+        # transformers 4.57: both apply only functional dropout when training (the encoder adds LayerDrop, but our
+        # forward loops over the layers itself, so the encoder's own mode is never used)
+        return frozenset({"WhisperAttention", "WhisperEncoderLayer"})
+
+    def top_layers(self, backbone: Backbone, k: int) -> TopLayers:
+        layer_kind = type(backbone.encoder_layers()[0]).__name__
+        if layer_kind != "WhisperEncoderLayer":
+            raise ConfigError(f"fine-tuning is not supported for {backbone.spec.name}: encoder layers of type "
+                              f"{layer_kind}; the whisper family fine-tunes WhisperEncoderLayer")
+        return WhisperTop(backbone, k)
+
+    def tiny(self, spec: BackboneSpec) -> BackboneSpec:
+        config = {**spec.config, "d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 2,
+                  "encoder_ffn_dim": 128, "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 128}
+        return tiny_spec(spec, config, num_layers=2, hidden_size=64)

@@ -1,7 +1,7 @@
 """The headline metrics of one test set with their uncertainty: intervals, fairness against chance, calibration.
 
 ``TestOutcomes`` holds what a fold's test set produced, clip by clip (emotion predictions and probabilities, the
-gender probe's correctness, the FGSM attack's successes), so the same pure function scores one fold run or the
+gender probe's correctness, the FGSM attack's successes, the predictions under each corruption of the suite), so the same pure function scores one fold run or the
 pooled test clips of every fold (``pool``) for the parent run: the parent's interval is then over all test
 speakers of the corpus, not an average of per-fold intervals.
 
@@ -41,6 +41,11 @@ class TestOutcomes:
     probe_correct: np.ndarray = field(default_factory=lambda: np.array([], dtype=bool))
     attack_speakers: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))  # FGSM attacked clips
     attack_success: np.ndarray = field(default_factory=lambda: np.array([], dtype=bool))
+    # the corruption suite (trustser.metrics.robustness): clips evaluated, clean and per-corruption predictions
+    robustness_speakers: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    robustness_y_true: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    robustness_clean: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    robustness_pred: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))  # clips x corruptions
 
 
 def pool(outcomes: Sequence[TestOutcomes]) -> TestOutcomes:

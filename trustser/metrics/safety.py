@@ -36,10 +36,28 @@ train mode changes nothing. Nothing is ever updated: backbone parameters stay fr
 are taken w.r.t. the input only. The model sees fp16-rounded features, as the head did in training (the cache stores
 fp16), with a straight-through gradient.
 
-Cost. Clips are attacked one at a time at their own length. FGSM costs one forward + backward per clip for all
-SNRs (its clean forward is reused as the clean prediction in eval mode), plus one batched forward over the SNRs'
-perturbed versions; PGD costs ``pgd_steps`` forward + backward per clip and SNR. The functions here are pure: no
-logging, no files; :func:`sweep_figure` returns a matplotlib figure for the caller to log.
+Cost. FGSM costs one forward + backward per clip for all SNRs (its clean forward is reused as the clean
+prediction in eval mode), plus one forward over the SNRs' perturbed versions; PGD costs ``pgd_steps`` forward +
+backward per clip and SNR. The functions here are pure: no logging, no files; :func:`sweep_figure` returns a
+matplotlib figure for the caller to log.
+
+Batches. FGSM and Gaussian noise run ``batch_size`` clips per forward/backward (:class:`AttackSettings`; 1 = one
+clip at a time, today's path exactly). Clips are length-sorted (within windows of ``SORT_WINDOW_BATCHES``
+batches, so lazy waveforms keep memory flat), zero-padded to the longest of their batch and passed with their
+lengths: the perturbation is masked to zero on the padding, ε comes from each clip's own energy (so each clip's SNR
+is what it is alone), Gaussian seeds stay per clip (:func:`_clip_seed`), and the batch loss is the mean, which
+scales each clip's gradient by 1/B and leaves its sign alone. This is sound because a clip's output does not
+depend on its batch: every backbone guarantees it (``trustser.backbones.base``) — Whisper computes the log-mel per
+clip, zeroes conv1 beyond the clip and masks padded positions out of attention, so it really batches; wav2vec 2.0 /
+WavLM (GroupNorm over time: padding would change the output) and the s3prl models (APC, TERA) run each clip alone
+inside their forward, so for them batching is still exact but saves only the head and the per-call overhead — no
+backbone needs a per-clip fallback. What batching changes is float rounding (a batched matmul sums in another
+order): logits differ by ~1e-6 relative, and a gradient entry that is ~0 may change sign; predictions, statuses and
+flips agree (``tests/test_metrics_safety.py`` compares them on every backbone family). PGD (per-clip random
+start from the global generator) and ``train_mode`` (per-clip dropout draws) stay one clip at a time. On the CPU
+batching saves calls and thread synchronisation, not arithmetic (a clip's matmuls are already large, padding and
+larger activations cost): measured, it pays at 2 threads on busy cores and not at 1 thread, hence the small
+default.
 
     from trustser.metrics.safety import WaveformClassifier, ClipWaves, attack_success_rate
     report = attack_success_rate(WaveformClassifier(backbone, head), ClipWaves(paths), labels, "fgsm", 45.0,
@@ -84,8 +102,14 @@ class AttackSettings:
     train_mode: bool = False  # gradient with dropout on, as the reference code did
     match_nonzero_gradient: bool = True  # FGSM: ε over the nonzero-gradient samples, so SNR == target exactly
     seed: int = 0  # per-clip seeds derive from it and the clip id: results do not depend on clip order
+    # FGSM / Gaussian clips per forward (module docstring, "Batches"): how it is computed, not what; 1 = per clip.
+    # 2, measured (real Whisper Base, 40 EmoDB clips, 7 SNRs, 2 busy CPU cores; scripts/bench.py attack_batching):
+    # at 1 thread 1.0x per clip's speed (4: 0.9x, 8: 0.8x), at 2 threads 2.5x (4: 2.3x, 8: 1.7x)
+    batch_size: int = 2
 
     def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.pgd_steps < 1:
             raise ValueError(f"pgd_steps must be >= 1, got {self.pgd_steps}")
         if not 0 < self.pgd_alpha_ratio <= 1:
@@ -96,15 +120,14 @@ class AttackSettings:
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-FUNCTIONAL_DROPOUT_MODULES = frozenset(
-    {"WhisperAttention", "WhisperEncoderLayer", "Wav2Vec2Attention", "WavLMAttention"})
-"""transformers (4.57) modules whose only use of ``self.training`` is functional dropout. Their parents are left in
-eval on purpose: Wav2Vec2Model/WavLMModel (SpecAugment time masking), the encoders (LayerDrop) and the feature
-encoders (a requires_grad switch) train differently, not just more noisily."""
-
-
 def is_dropout_like(module: nn.Module) -> bool:
-    return isinstance(module, nn.modules.dropout._DropoutNd) or type(module).__name__ in FUNCTIONAL_DROPOUT_MODULES
+    """An ``nn.Dropout``, or a module whose only use of ``self.training`` is functional dropout, as its backbone
+    family declares (``BackboneFamily.dropout_like``: WhisperAttention, Wav2Vec2Attention, ...). Their parents are
+    left in eval on purpose: the models (SpecAugment time masking), the encoders (LayerDrop) and the feature
+    encoders (a requires_grad switch) train differently, not just more noisily."""
+    from trustser.backbones.families import dropout_like_module_names
+
+    return isinstance(module, nn.modules.dropout._DropoutNd) or type(module).__name__ in dropout_like_module_names()
 
 
 class WaveformClassifier(nn.Module):
@@ -114,7 +137,7 @@ class WaveformClassifier(nn.Module):
     sees the numbers it was trained and evaluated on and a clip's clean prediction matches the cached one. The
     rounding is straight-through for the gradient (an fp16 gradient would underflow).
 
-    ``train()`` switches on dropout-like modules only (see :data:`FUNCTIONAL_DROPOUT_MODULES`); ``eval()`` all off.
+    ``train()`` switches on dropout-like modules only (see :func:`is_dropout_like`); ``eval()`` all off.
     It is built in eval mode.
     """
 
@@ -180,9 +203,66 @@ class UnitIntervalView(nn.Module):
 
     def check_inside(self, u: Tensor) -> None:
         """The clamp to [0, 1] must not have bound: anything touching a bound means the budget was altered."""
-        lo, hi = float(u.min()), float(u.max())
-        if not (0.0 < lo and hi < 1.0):
-            raise RuntimeError(f"attack reached the [0, 1] bound (min {lo}, max {hi}): the affine headroom failed")
+        _check_inside(u)
+
+
+def _check_inside(u: Tensor) -> None:
+    lo, hi = float(u.min()), float(u.max())
+    if not (0.0 < lo and hi < 1.0):
+        raise RuntimeError(f"attack reached the [0, 1] bound (min {lo}, max {hi}): the affine headroom failed")
+
+
+def _pad(waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """1-D clips → a zero-padded batch [B, longest] and their lengths."""
+    lengths = torch.tensor([w.numel() for w in waves], device=waves[0].device)
+    batch = waves[0].new_zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        batch[i, : w.numel()] = w.reshape(-1)
+    return batch, lengths
+
+
+class PaddedUnitIntervalView(nn.Module):
+    """Several clips, zero-padded to the longest, shown to torchattacks as one batch ``u ∈ [0, 1]^{B×T}``.
+
+    Each clip's row is its :class:`UnitIntervalView` (its own offset, scale and 2ε headroom from its own ε, the
+    same float64 arithmetic). Padding sits at u = 0.5 and is masked out of the waveform: the model sees exact zeros
+    there whatever u does, so the gradient, and any step taken, is zero there. torchattacks takes one scalar budget:
+    ``eps_unit`` is the smallest clip's ``ε/scale``, inside every clip's headroom; FGSM uses only the sign of the
+    step, so one budget serves every clip.
+    """
+
+    def __init__(self, classifier: nn.Module, xs: Sequence[Tensor], eps: Sequence[float]) -> None:
+        super().__init__()
+        if not all(e > 0 for e in eps):
+            raise ValueError(f"eps must be > 0, got {list(eps)}")
+        self.classifier = classifier
+        self.x, self.lengths = _pad([x.detach().reshape(-1) for x in xs])
+        self.mask = self.x.new_zeros(self.x.shape, dtype=torch.bool)
+        offsets, scales = [], []
+        for i, (x, e) in enumerate(zip(xs, eps)):
+            x64 = x.detach().reshape(-1).double()
+            lo, hi = float(x64.min()), float(x64.max())
+            offsets.append(lo - 2.0 * e)
+            scales.append((hi - lo) + 4.0 * e)
+            self.mask[i, : x.numel()] = True
+        as64 = dict(dtype=torch.float64, device=self.x.device)
+        self.scale = torch.tensor(scales, **as64)[:, None]
+        self.u0 = ((self.x.double() - torch.tensor(offsets, **as64)[:, None]) / self.scale).masked_fill(~self.mask, 0.5)
+        self.eps_unit = min(e / s for e, s in zip(eps, scales))
+        self.first_logits: Tensor | None = None
+        self.training = False
+
+    def to_wave(self, u: Tensor) -> Tensor:
+        return self.x + ((u - self.u0) * self.scale).masked_fill(~self.mask, 0.0).to(self.x.dtype)
+
+    def forward(self, u: Tensor) -> Tensor:
+        logits = self.classifier(self.to_wave(u), self.lengths)
+        if self.first_logits is None:
+            self.first_logits = logits.detach()
+        return logits
+
+    def check_inside(self, u: Tensor) -> None:
+        _check_inside(u)
 
 
 # ------------------------------------------------------------------------------------------------ SNR and ε
@@ -313,16 +393,28 @@ def _predict(model: WaveformClassifier, waves: Tensor) -> list[int]:
     return model(waves, lengths).argmax(-1).tolist()
 
 
-def _run_torchattack(model: WaveformClassifier, attack: Any, view: UnitIntervalView, label: int,
-                     train_mode: bool) -> Tensor:
+@torch.no_grad()
+def _predict_padded(model: WaveformClassifier, waves: Sequence[Tensor]) -> list[int]:
+    """Predictions for clips of any lengths from one padded forward (a clip's output ignores its batch)."""
+    model.eval()
+    return model(*_pad(waves)).argmax(-1).tolist()
+
+
+def _torchattack(model: WaveformClassifier, attack: Any, u0: Tensor, labels: Sequence[int],
+                 train_mode: bool) -> Tensor:
     if train_mode:
         attack.set_model_training_mode(model_training=True, batchnorm_training=False, dropout_training=True)
-    target = torch.tensor([label], device=view.x.device)
+    target = torch.tensor(list(labels), device=u0.device)
     try:
-        with _gradient_context(model, view.x.device):
-            u_adv = attack(view.u0[None], target)[0]
+        with _gradient_context(model, u0.device):
+            return attack(u0, target)
     finally:
         model.eval()  # torchattacks leaves a model it switched to train mode there
+
+
+def _run_torchattack(model: WaveformClassifier, attack: Any, view: UnitIntervalView, label: int,
+                     train_mode: bool) -> Tensor:
+    u_adv = _torchattack(model, attack, view.u0[None], [label], train_mode)[0]
     view.check_inside(u_adv)
     return u_adv
 
@@ -341,13 +433,36 @@ def _fgsm(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float
     view = UnitIntervalView(model, x, snr_epsilon(x, snrs[0]))
     u_adv = _run_torchattack(model, torchattacks.FGSM(view, eps=view.eps_unit), view, label, settings.train_mode)
     direction = torch.sign(u_adv - view.u0)  # ±1, 0 where the gradient is exactly zero
+    waves, eps = _fgsm_steps(x, direction, snrs, settings)
+    return _Perturbed(waves, eps, None if settings.train_mode else view.first_logits)
+
+
+def _fgsm_steps(x: Tensor, direction: Tensor, snrs: Sequence[float],
+                settings: AttackSettings) -> tuple[list[Tensor], list[float]]:
+    """x + ε·direction at each SNR, ε over the nonzero entries of the direction (``match_nonzero_gradient``)."""
     n_active = int(direction.count_nonzero())
     x64, waves, eps = x.double(), [], []
     for snr in snrs:
         e = snr_epsilon(x, snr, n_active if settings.match_nonzero_gradient else None) if n_active else 0.0
         waves.append((x64 + e * direction).to(x.dtype))
         eps.append(e)
-    return _Perturbed(waves, eps, None if settings.train_mode else view.first_logits)
+    return waves, eps
+
+
+def _fgsm_batch(model: WaveformClassifier, xs: Sequence[Tensor], labels: Sequence[int], snrs: Sequence[float],
+                settings: AttackSettings, seeds: Sequence[int]) -> list[_Perturbed]:
+    """:func:`_fgsm` for several clips in one forward + backward (eval mode only: the forward is the clean one)."""
+    import torchattacks
+
+    view = PaddedUnitIntervalView(model, xs, [snr_epsilon(x, snrs[0]) for x in xs])
+    u_adv = _torchattack(model, torchattacks.FGSM(view, eps=view.eps_unit), view.u0, labels, train_mode=False)
+    view.check_inside(u_adv)
+    direction = torch.sign(u_adv - view.u0)  # 0 on the padding: masked out of the wave, so no gradient there
+    out = []
+    for i, x in enumerate(xs):
+        waves, eps = _fgsm_steps(x, direction[i, : x.numel()], snrs, settings)
+        out.append(_Perturbed(waves, eps, view.first_logits[i : i + 1]))
+    return out
 
 
 def _pgd(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings,
@@ -376,22 +491,32 @@ def _gaussian(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[f
     return _Perturbed([(x64 + e * unit).to(x.dtype) for e in eps], eps)
 
 
+def _gaussian_batch(model: WaveformClassifier, xs: Sequence[Tensor], labels: Sequence[int], snrs: Sequence[float],
+                    settings: AttackSettings, seeds: Sequence[int]) -> list[_Perturbed]:
+    """Noise is drawn per clip from the clip's own seed (no model call): what batching saves is the forwards."""
+    return [_gaussian(model, x, y, snrs, settings, s) for x, y, s in zip(xs, labels, seeds)]
+
+
 @dataclass(frozen=True)
 class AttackSpec:
-    """A registry entry. ``perturb(model, x, label, snrs, settings, seed)`` gives the perturbed clip per SNR."""
+    """A registry entry. ``perturb(model, x, label, snrs, settings, seed)`` gives the perturbed clip per SNR;
+    ``perturb_batch(model, xs, labels, snrs, settings, seeds)`` (None: the attack runs per clip) the same for
+    several clips at once, eval mode, equal to ``perturb`` per clip up to float rounding, drawing no global random
+    numbers."""
 
     name: str
     description: str
     perturb: Callable[..., _Perturbed]
     first_forward_is_clean: bool  # in eval mode its first model call is at the clean clip: reuse it
+    perturb_batch: Callable[..., list[_Perturbed]] | None = None
 
 
 ATTACKS: dict[str, AttackSpec] = {
     "fgsm": AttackSpec("fgsm", "FGSM (torchattacks): one signed-gradient step of ε, one gradient for all SNRs",
-                       _fgsm, True),
+                       _fgsm, True, _fgsm_batch),
     "pgd": AttackSpec("pgd", "PGD (torchattacks): L∞ ball of radius ε, random start, steps of alpha", _pgd, False),
     "gaussian": AttackSpec("gaussian", "white Gaussian noise at the target SNR (a baseline, not an attack)",
-                           _gaussian, False),
+                           _gaussian, False, _gaussian_batch),
 }
 
 
@@ -406,18 +531,41 @@ def _as_wave(wave: Any, device: torch.device) -> Tensor:
                            dtype=torch.float32).reshape(-1).to(device)
 
 
+def _unattacked(x: Tensor, clip_id: str, label: int, snrs: tuple[float, ...], status: str,
+                clean_pred: int | None = None) -> list[ClipResult]:
+    return [ClipResult(clip_id=clip_id, label=label, status=status, target_snr_db=snr, clean_pred=clean_pred,
+                       n_samples=int(x.numel())) for snr in snrs]
+
+
+def _skipped(x: Tensor, clip_id: str, label: int, given: int | None,
+             snrs: tuple[float, ...]) -> list[ClipResult] | None:
+    """The records of a clip skipped without any model call (silent, or known misclassified), else None."""
+    if float(x.double().square().sum()) == 0.0:
+        return _unattacked(x, clip_id, label, snrs, "silent")
+    if given is not None and given != label:
+        return _unattacked(x, clip_id, label, snrs, "incorrect", given)
+    return None
+
+
+def _attacked(x: Tensor, clip_id: str, label: int, snrs: tuple[float, ...], clean_pred: int, out: _Perturbed,
+              adv_preds: Sequence[int]) -> list[ClipResult]:
+    return [ClipResult(clip_id=clip_id, label=label, status="attacked", target_snr_db=snr, clean_pred=clean_pred,
+                       adv_pred=int(adv), flipped=int(adv) != clean_pred, eps=float(e),
+                       achieved_snr_db=snr_db(x, wave), n_samples=int(x.numel()),
+                       n_unperturbed=int((wave == x).sum()))
+            for snr, wave, e, adv in zip(snrs, out.waves, out.eps, adv_preds)]
+
+
 def _attack_clip(classifier: WaveformClassifier, spec: AttackSpec, x: Tensor, clip_id: str, label: int,
                  given: int | None, snrs: tuple[float, ...], settings: AttackSettings) -> list[ClipResult]:
     """One clip's record at each SNR: skipped with its status, or attacked."""
-    base = dict(clip_id=clip_id, label=label, n_samples=int(x.numel()))
 
     def unattacked(status: str, clean_pred: int | None = None) -> list[ClipResult]:
-        return [ClipResult(status=status, target_snr_db=snr, clean_pred=clean_pred, **base) for snr in snrs]
+        return _unattacked(x, clip_id, label, snrs, status, clean_pred)
 
-    if float(x.double().square().sum()) == 0.0:
-        return unattacked("silent")
-    if given is not None and given != label:
-        return unattacked("incorrect", given)
+    skipped = _skipped(x, clip_id, label, given, snrs)
+    if skipped is not None:
+        return skipped
     failed = "incorrect" if given is None else "clean_mismatch"
     captured = spec.first_forward_is_clean and not settings.train_mode
     if not captured:
@@ -435,10 +583,73 @@ def _attack_clip(classifier: WaveformClassifier, spec: AttackSpec, x: Tensor, cl
         if clean_pred != label:
             return unattacked(failed, clean_pred)
     adv_preds = _predict(classifier, torch.stack(out.waves))  # every SNR's version in one batch
-    return [ClipResult(status="attacked", target_snr_db=snr, clean_pred=clean_pred, adv_pred=int(adv),
-                       flipped=int(adv) != clean_pred, eps=float(e), achieved_snr_db=snr_db(x, wave),
-                       n_unperturbed=int((wave == x).sum()), **base)
-            for snr, wave, e, adv in zip(snrs, out.waves, out.eps, adv_preds)]
+    return _attacked(x, clip_id, label, snrs, clean_pred, out, adv_preds)
+
+
+def _attack_batch(classifier: WaveformClassifier, spec: AttackSpec, xs: Sequence[Tensor], clip_ids: Sequence[str],
+                  labels: Sequence[int], given: Sequence[int | None], snrs: tuple[float, ...],
+                  settings: AttackSettings) -> list[list[ClipResult]]:
+    """:func:`_attack_clip` for clips that need the model (none silent or known misclassified), eval mode, in
+    padded batches: one clean forward (Gaussian) or one forward + backward (FGSM, whose forward is the clean one),
+    then one forward over every clip's perturbed versions."""
+    failed = ["incorrect" if g is None else "clean_mismatch" for g in given]
+    records: list[list[ClipResult] | None] = [None] * len(xs)
+    clean: list[int | None] = [None] * len(xs)
+    if not spec.first_forward_is_clean:
+        clean = list(_predict_padded(classifier, xs))
+        for k, (pred, label) in enumerate(zip(clean, labels)):
+            if pred != label:
+                records[k] = _unattacked(xs[k], clip_ids[k], label, snrs, failed[k], pred)
+    todo = [k for k in range(len(xs)) if records[k] is None]
+    if todo:
+        outs = spec.perturb_batch(classifier, [xs[k] for k in todo], [labels[k] for k in todo], snrs, settings,
+                                  [_clip_seed(settings.seed, clip_ids[k]) for k in todo])
+        survivors = []
+        for k, out in zip(todo, outs):
+            if spec.first_forward_is_clean:
+                clean[k] = int(out.clean_logits.argmax(-1)[0])
+            if clean[k] != labels[k]:
+                records[k] = _unattacked(xs[k], clip_ids[k], labels[k], snrs, failed[k], clean[k])
+            else:
+                survivors.append((k, out))
+        if survivors:  # every survivor's every SNR in one padded forward
+            adv = _predict_padded(classifier, [w for _, out in survivors for w in out.waves])
+            for j, (k, out) in enumerate(survivors):
+                records[k] = _attacked(xs[k], clip_ids[k], labels[k], snrs, int(clean[k]), out,
+                                       adv[j * len(snrs): (j + 1) * len(snrs)])
+    return records  # type: ignore[return-value]
+
+
+SORT_WINDOW_BATCHES = 16
+"""Batched attacks read this many batches' worth of clips at a time and sort them by length: little padding, and
+memory bounded by the window for a lazy sequence of waveforms."""
+
+
+def _attack_batched(classifier: WaveformClassifier, spec: AttackSpec, waves: Sequence[Any], labels: Sequence[int],
+                    clip_ids: Sequence[str], given: Sequence[int | None], snrs: tuple[float, ...],
+                    settings: AttackSettings, device: torch.device, bar: Any) -> list[list[ClipResult]]:
+    """Every clip's records, in input order, with the clips that need the model attacked in length-sorted batches."""
+    records: list[list[ClipResult] | None] = [None] * len(waves)
+    window = settings.batch_size * SORT_WINDOW_BATCHES
+    for start in range(0, len(waves), window):
+        todo = []
+        for i in range(start, min(start + window, len(waves))):
+            x = _as_wave(waves[i], device)
+            records[i] = _skipped(x, clip_ids[i], int(labels[i]), given[i], snrs)
+            if records[i] is None:
+                todo.append((i, x))
+            else:
+                bar.update(1)
+        todo.sort(key=lambda item: item[1].numel())
+        for b in range(0, len(todo), settings.batch_size):
+            group = todo[b: b + settings.batch_size]
+            index = [i for i, _ in group]
+            results = _attack_batch(classifier, spec, [x for _, x in group], [clip_ids[i] for i in index],
+                                    [int(labels[i]) for i in index], [given[i] for i in index], snrs, settings)
+            for i, result in zip(index, results):
+                records[i] = result
+            bar.update(len(group))
+    return records  # type: ignore[return-value]
 
 
 def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Sequence[int], attack: str = "fgsm",
@@ -451,6 +662,8 @@ def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Seq
     flat). ``clean_predictions`` (e.g. the cached-feature predictions the performance metric used) lets clips
     already known to be misclassified be skipped without any compute; the clean prediction of the waveform path
     is still checked, and a disagreement is excluded as ``clean_mismatch``. The classifier's mode is restored.
+    FGSM and Gaussian noise run ``settings.batch_size`` clips at a time (module docstring, "Batches"); PGD and
+    ``train_mode`` one at a time.
     """
     spec = get_attack_spec(attack)
     snrs = tuple(dict.fromkeys(float(s) for s in snrs))
@@ -464,13 +677,21 @@ def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Seq
     device = _device_of(classifier)
     was_training = classifier.training
     records: dict[float, list[ClipResult]] = {snr: [] for snr in snrs}
+    ids = [str(clip_ids[i]) if clip_ids is not None else str(i) for i in range(len(waves))]
+    given = [None if clean_predictions is None else int(clean_predictions[i]) for i in range(len(waves))]
+    batched = settings.batch_size > 1 and spec.perturb_batch is not None and not settings.train_mode
     try:
         classifier.eval()
-        for i in tqdm(range(len(waves)), desc=f"{attack} attack", unit="clip", disable=not progress):
-            clip_id = str(clip_ids[i]) if clip_ids is not None else str(i)
-            given = None if clean_predictions is None else int(clean_predictions[i])
-            results = _attack_clip(classifier, spec, _as_wave(waves[i], device), clip_id, int(labels[i]), given,
-                                   snrs, settings)
+        with tqdm(total=len(waves), desc=f"{attack} attack", unit="clip", disable=not progress) as bar:
+            if batched:
+                per_clip = _attack_batched(classifier, spec, waves, labels, ids, given, snrs, settings, device, bar)
+            else:
+                per_clip = []
+                for i in range(len(waves)):
+                    per_clip.append(_attack_clip(classifier, spec, _as_wave(waves[i], device), ids[i],
+                                                 int(labels[i]), given[i], snrs, settings))
+                    bar.update(1)
+        for results in per_clip:
             for snr, result in zip(snrs, results):
                 records[snr].append(result)
     finally:

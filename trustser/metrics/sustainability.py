@@ -41,7 +41,8 @@ shape, counting convention and library versions. CPU latency (:func:`measure_lat
 (:func:`measure_peak_memory`) are measured, not counted, and are kept out of the table because they are slow and
 machine-dependent.
 
-Use: ``rows = sustainability_table()`` (the seven paper backbones; ``count_flops(name)`` for one), then
+Use: ``rows = sustainability_table()`` (the seven paper backbones, then every other registered one;
+``count_flops(name)`` for one), then
 ``measure_latency(name, repeats=5)`` and ``measure_peak_memory(name)`` where the machine matters.
 """
 
@@ -66,7 +67,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from trustser.backbones.base import Backbone, BackboneOutput
+from trustser.backbones.base import Backbone, BackboneOutput, BackboneSpec
 from trustser.backbones.registry import BACKBONES, get_backbone_spec
 from trustser.head import EmotionHead
 from trustser.paths import write_atomically
@@ -80,16 +81,6 @@ CONVENTION_VERSION = 1  # bump when what is counted changes: it keys the on-disk
 
 PAPER_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.GRU, nn.LSTM, nn.RNN)
 """Module types whose MACs make up the paper convention (what thop's module hooks count in these models)."""
-
-FRONT_END_MODULES: dict[str, str] = {
-    "wav2vec2_base": "model.feature_extractor",  # conv feature encoder
-    "wavlm_base_plus": "model.feature_extractor",
-    "apc": "expert.preprocessor",  # kaldi fbank + CMVN
-    "tera": "expert.transformer.extracter",  # STFT log-mel (+ the MFCC s3prl's preprocessor also computes)
-}
-"""Submodule (path under the backbone) that turns the waveform into frames. Whisper's log-mel is plain code, which
-:class:`_Probe` wraps in a module of its own."""
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Results
@@ -304,17 +295,6 @@ def _gru_hook(totals: list[int]):
 # One calflops pass over named parts of a model
 
 
-class _Call(nn.Module):
-    """A plain function as a module, so calflops charges its ops to it (Whisper's log-mel front end)."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self._fn = fn
-
-    def forward(self, *args: Any) -> Any:
-        return self._fn(*args)
-
-
 class _Probe(nn.Module):
     """Runs ``run(*args)`` and, before returning, snapshots calflops' per-module counts.
 
@@ -399,23 +379,14 @@ def count_module(run: Callable[..., Any], parts: dict[str, nn.Module], *args: Te
 # Backbones
 
 
-def _submodule(root: nn.Module, path: str) -> nn.Module:
-    module = root
-    for name in path.split("."):
-        module = getattr(module, name)
-    return module
-
-
-def build_architecture(name: str, seed: int = 0) -> tuple[Backbone, EmotionHead]:
+def build_architecture(name: str | BackboneSpec, seed: int = 0) -> tuple[Backbone, EmotionHead]:
     """The backbone's exact architecture with random weights (quietly: no warning, s3prl's prints swallowed), and
     the method's head sized for it. Operation counts and CPU cost do not depend on the weight values."""
-    from trustser.backbones.loading import FAMILIES
-
-    spec = get_backbone_spec(name)
+    spec = name if isinstance(name, BackboneSpec) else get_backbone_spec(name)
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(seed)
-        backbone = FAMILIES[spec.family](spec, None)
+        backbone = spec.backbone_family.build(spec, None)
         head = EmotionHead(spec.num_hidden_states, spec.hidden_size, NUM_CLASSES, HEAD_WIDTH)
     backbone.eval()
     head.eval()
@@ -440,21 +411,21 @@ def _inference(backbone: Backbone, head: EmotionHead) -> Callable[[Tensor, Tenso
 
 
 def _count_backbone(name: str, seconds: float) -> FlopsReport:
-    spec = get_backbone_spec(name)
-    backbone, head = build_architecture(name)
-    waves, lengths = _inputs(seconds)
-    parts: dict[str, nn.Module] = {"head": head}
-    if spec.family == "whisper":
-        front = _Call(backbone.log_mel)
-        parts["front_end"] = front
+    return count_spec(get_backbone_spec(name), seconds)
 
-        def run(w: Tensor, n: Tensor) -> Tensor:
-            out = backbone.forward_mel(*front(w, n))
-            return head(out.hidden, out.mask)
-    else:
-        parts["front_end"] = _submodule(backbone, FRONT_END_MODULES[name])
-        run = _inference(backbone, head)
-    parts["backbone"] = backbone
+
+def count_spec(spec: BackboneSpec, seconds: float = CLIP_SECONDS) -> FlopsReport:
+    """:func:`count_flops` of any spec, registered or not (e.g. a family's tiny spec), uncached. The front end is
+    the part the backbone's family names (``BackboneFamily.front_end``)."""
+    backbone, head = build_architecture(spec)
+    waves, lengths = _inputs(seconds)
+    split = spec.backbone_family.front_end(backbone)
+
+    def run(w: Tensor, n: Tensor) -> Tensor:
+        out = split.forward(w, n)
+        return head(out.hidden, out.mask)
+
+    parts: dict[str, nn.Module] = {"head": head, "front_end": split.module, "backbone": backbone}
     counts = count_module(run, parts, waves, lengths)
     # Code in run itself (Whisper's conv-stem GELUs and positional add) belongs to the backbone.
     fe, bb, hd, rest = (counts.parts[k] for k in ("front_end", "backbone", "head", "rest"))
@@ -463,7 +434,7 @@ def _count_backbone(name: str, seconds: float) -> FlopsReport:
     head_params = sum(p.numel() for p in head.parameters())
     paper = spec.paper.gflops_6s if spec.paper else None
     return FlopsReport(
-        backbone=name, seconds=seconds, frames=int(backbone.output_lengths(lengths)[0]),
+        backbone=spec.name, seconds=seconds, frames=int(backbone.output_lengths(lengths)[0]),
         params=backbone_params + head_params, backbone_params=backbone_params, head_params=head_params,
         flops=counts.flops, macs=counts.macs,
         front_end_flops=fe[0], front_end_macs=fe[1], backbone_flops=bb[0], backbone_macs=bb[1],
@@ -512,11 +483,19 @@ def paper_backbones() -> list[str]:
     return [name for name, spec in BACKBONES.items() if spec.paper is not None]
 
 
+def table_backbones() -> list[str]:
+    """What :func:`sustainability_table` lists by default: the paper's seven first (Table 4's rows), then every
+    other registered backbone in registry order (whisper_tiny_en, hubert_base, ...)."""
+    paper = paper_backbones()
+    return paper + [name for name in BACKBONES if name not in paper]
+
+
 def sustainability_table(backbones: Iterable[str] | None = None, seconds: float = CLIP_SECONDS, *,
                          use_cache: bool = True) -> list[dict[str, Any]]:
-    """One row per backbone: ``backbone``, ``params``, ``paper_gmacs``, ``flops``, ``macs``, the front end /
-    backbone / head split, and the paper's figure (``paper_table_gflops``). No logging, no tracking."""
-    names = list(backbones) if backbones is not None else paper_backbones()
+    """One row per backbone (default: :func:`table_backbones`): ``backbone``, ``params``, ``paper_gmacs``,
+    ``flops``, ``macs``, the front end / backbone / head split, and the paper's figure (``paper_table_gflops``,
+    None for backbones the paper did not measure). No logging, no tracking."""
+    names = list(backbones) if backbones is not None else table_backbones()
     return [count_flops(name, seconds, use_cache=use_cache).as_dict() for name in names]
 
 
@@ -636,6 +615,6 @@ def measure_peak_memory(name: str, *, seconds: float = CLIP_SECONDS, timeout_s: 
 
 __all__ = [
     "FlopsReport", "LatencyReport", "MemoryReport", "ModuleCounts", "build_architecture", "count_flops",
-    "count_module", "flops_cache_path", "measure_latency", "measure_peak_memory", "paper_backbones",
-    "paper_tolerance", "sustainability_table", "whisper_padding_flops_ratio",
+    "count_module", "count_spec", "flops_cache_path", "measure_latency", "measure_peak_memory", "paper_backbones",
+    "paper_tolerance", "sustainability_table", "table_backbones", "whisper_padding_flops_ratio",
 ]

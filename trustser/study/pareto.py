@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from trustser.errors import ConfigError
-from trustser.study.space import OBJECTIVES, Objective, config_label
+from trustser.study.space import ALL_OBJECTIVES, Objective, config_label
 from trustser.study.uncertainty_rules import chance_level, interval
 
 
@@ -39,7 +39,10 @@ class Candidate:
     excluded: str | None = None  # why no scenario may pick it (chance-level UAR), None when it may
 
     def value(self, name: str) -> float:
+        """The axis value; an axis the study did not optimise (robustness) is read from the run summary."""
         v = self.values.get(name)
+        if v is None and name in ALL_OBJECTIVES:
+            v = self.metrics.get(ALL_OBJECTIVES[name].key)
         return float("nan") if v is None else float(v)
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +59,7 @@ def study_objectives(study) -> tuple[Objective, ...]:
     names = study.user_attrs.get("objectives")
     if not names:
         raise ConfigError(f"study '{study.study_name}' was not created by trustser (no 'objectives' user attr)")
-    return tuple(OBJECTIVES[n] for n in names)
+    return tuple(ALL_OBJECTIVES[n] for n in names)
 
 
 def _candidate(trial, objectives: Sequence[Objective], study_name: str, pareto: bool | None) -> Candidate:
@@ -171,7 +174,7 @@ def load_front(path: str | Path) -> tuple[list[Candidate], tuple[Objective, ...]
         raise ConfigError(f"front file not found: {path}")
     try:
         data = json.loads(path.read_text())
-        objectives = tuple(OBJECTIVES[o["name"]] for o in data["objectives"])
+        objectives = tuple(ALL_OBJECTIVES[o["name"]] for o in data["objectives"])
         rows = [Candidate.from_dict(r) for r in data["rows"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a trustser front file ({exc})") from None

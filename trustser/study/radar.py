@@ -10,6 +10,8 @@ clipped to [0, 1]; rates are fractions, not percent):
 - sustainability 1 − log10(GFLOPs) / 2       1 GFLOP → 1, 100 GFLOPs → 0 (log decades; ``sustainability_gflops``
                                              counts FLOPs = 2 × MACs, about 5–84 over the registry; the paper's
                                              Table 4 figures, 2.3–41.7, are MACs)
+- robustness    1 − mean flip rate           optional sixth spoke, drawn when a profile carries it (the corruption
+                                             suite ran): no prediction changed → 1, every one → 0
 
 A missing axis is drawn at 0 and its label says "n/a". A chance-level candidate (``chance_level`` labels: its UAR
 is not above chance, ``trustser.study.uncertainty_rules.chance_level``) answers the same whatever the speaker or the
@@ -25,6 +27,7 @@ from typing import Collection, Mapping
 from trustser.study.uncertainty_rules import CHANCE_UAR, MEANINGLESS_AT_CHANCE
 
 AXES = ("performance", "privacy", "safety", "fairness", "sustainability")
+OPTIONAL_AXES = ("robustness",)  # drawn only when some profile has a value for it
 CHANCE_GENDER = 0.5
 GFLOPS_DECADES = (0.0, 2.0)  # log10 range: 1 to 100 GFLOPs
 
@@ -41,18 +44,28 @@ def radar_score(axis: str, value: float | None) -> float:
         return _clip((value - CHANCE_UAR) / (1 - CHANCE_UAR))
     if axis == "privacy":
         return _clip((1 - value) / (1 - CHANCE_GENDER))
-    if axis in ("safety", "fairness"):
+    if axis in ("safety", "fairness", "robustness"):
         return _clip(1 - value)
     if axis == "sustainability":
         if value <= 0:
             return 1.0
         lo, hi = GFLOPS_DECADES
         return _clip(1 - (math.log10(value) - lo) / (hi - lo))
-    raise KeyError(f"unknown radar axis '{axis}'; known: {', '.join(AXES)}")
+    raise KeyError(f"unknown radar axis '{axis}'; known: {', '.join(AXES + OPTIONAL_AXES)}")
 
 
 def radar_scores(values: Mapping[str, float]) -> dict[str, float]:
-    return {axis: radar_score(axis, values.get(axis)) for axis in AXES}
+    """The five axes' scores, and an optional axis's where ``values`` has it."""
+    return {axis: radar_score(axis, values.get(axis)) for axis in AXES + OPTIONAL_AXES
+            if axis in AXES or axis in values}
+
+
+def drawn_axes(profiles: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
+    """The five axes, then each optional one some profile measured."""
+    extra = tuple(a for a in OPTIONAL_AXES
+                  if any(math.isfinite(v) for v in (p.get(a, float("nan")) for p in profiles.values())
+                         if v is not None))
+    return AXES + extra
 
 
 def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trust profile", max_legend: int = 10,
@@ -65,7 +78,8 @@ def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trus
     import matplotlib.pyplot as plt
     import numpy as np
 
-    angles = np.linspace(0, 2 * np.pi, len(AXES), endpoint=False).tolist()
+    axes = drawn_axes(profiles)
+    angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False).tolist()
     fig = plt.figure(figsize=(5.0, 5.4 if len(profiles) > 1 else 4.6), dpi=100)
     ax = fig.add_subplot(111, projection="polar")
     ax.set_theta_offset(math.pi / 2)  # performance on top, the axes clockwise
@@ -74,25 +88,25 @@ def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trus
     meaningless = set()
     colors = plt.get_cmap("tab10")
     for i, (label, values) in enumerate(profiles.items()):
-        scores = radar_scores(values)
+        scores = {a: radar_score(a, values.get(a)) for a in axes}
         missing |= {a for a, s in scores.items() if math.isnan(s)}
         at_chance = label in chance_level
         blank = set(MEANINGLESS_AT_CHANCE) if at_chance else set()
         meaningless |= blank
-        r = [0.0 if math.isnan(scores[a]) or a in blank else scores[a] for a in AXES]
+        r = [0.0 if math.isnan(scores[a]) or a in blank else scores[a] for a in axes]
         color = colors(i % 10)
         legend = f"{label} (chance level: safety, fairness not meaningful)" if at_chance else label
         ax.plot(angles + angles[:1], r + r[:1], color=color, linewidth=1.4, linestyle="--" if at_chance else "-",
                 label=legend if i < max_legend else None)
         ax.fill(angles + angles[:1], r + r[:1], color=color, alpha=0.12, hatch="//" if at_chance else None)
-        for angle, a in zip(angles, AXES):
+        for angle, a in zip(angles, axes):
             if a in blank:
                 ax.plot([angle], [0.0], marker="x", color=color, markersize=9, markeredgewidth=2)
         if len(profiles) == 1:
-            for angle, s, a in zip(angles, r, AXES):
+            for angle, s, a in zip(angles, r, axes):
                 ax.annotate("n/m" if a in blank else f"{s:.2f}", (angle, s), fontsize=7, xytext=(2, 2),
                             textcoords="offset points")
-    ax.set_xticks(angles, [_tick(a, a in missing, a in meaningless, len(profiles) > 1) for a in AXES], fontsize=8)
+    ax.set_xticks(angles, [_tick(a, a in missing, a in meaningless, len(profiles) > 1) for a in axes], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["", "0.5", "", "1"], fontsize=6)
     single_at_chance = len(profiles) == 1 and meaningless

@@ -34,14 +34,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from trustser.errors import ConfigError, TrustserError
+from trustser.errors import TrustserError
 from trustser.study.pareto import Candidate
 from trustser.study.space import StudySpace, config_hash, config_label
+from trustser.study.storage import default_storage, make_storage, open_study, redact, storage_lock
+from trustser.study import trial_queue
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +58,6 @@ def experiment_runner(config) -> dict[str, float]:
     from trustser.experiment import run_experiment
 
     return run_experiment(config).summary
-
-
-def default_storage(workdir: Path | None = None) -> str:
-    return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'optuna.db'}"
-
-
-def redact(url: str) -> str:
-    """A storage URL fit for a tag: any password replaced by ***."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: keep only the scheme
-        return url.split("://", 1)[0] + "://…" if "@" in url else url
 
 
 @dataclass
@@ -127,62 +113,6 @@ def find_previous(storage, chash: str, keys: list[str], prefer_study: str) -> tu
     return name, trial
 
 
-def open_study(storage: str | None, study_name: str, space: StudySpace | None = None, storage_obj=None):
-    """Create (when ``space`` is given) or load a trustser study; a reloaded study must optimise the same axes."""
-    import optuna
-
-    url = storage or default_storage()
-    if space is None:
-        try:
-            return optuna.load_study(study_name=study_name, storage=storage_obj or url)
-        except KeyError:
-            names = optuna.study.get_all_study_names(url)
-            raise ConfigError(f"no study '{study_name}' in {redact(url)}; studies there: "
-                              f"{', '.join(names) or 'none'}") from None
-    directions = [o.direction for o in space.objectives]
-    names = [o.name for o in space.objectives]
-    study = optuna.create_study(storage=storage_obj or url, study_name=study_name, directions=directions,
-                                sampler=_sampler(space), load_if_exists=True)
-    stored = study.user_attrs.get("objectives")
-    if stored is not None and stored != names:
-        raise ConfigError(f"study '{study_name}' in {redact(url)} optimises {stored}, the space {space.source} "
-                          f"asks for {names}; choose another --study-name")
-    if [d.name.lower() for d in study.directions] != directions:
-        raise ConfigError(f"study '{study_name}' in {redact(url)} has other directions than {space.source}")
-    study.set_user_attr("objectives", names)
-    with warnings.catch_warnings():  # experimental since Optuna 3.2; optuna-dashboard's axes and columns read it
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(names)
-    study.set_user_attr("space", space.to_dict())
-    study.set_user_attr("space_file", space.source)
-    return study
-
-
-def resolve_study_name(storage: str | None, study_name: str | None) -> str:
-    """The given name, or the only study in the storage."""
-    import optuna
-
-    if study_name:
-        return study_name
-    url = storage or default_storage()
-    names = optuna.study.get_all_study_names(url)
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise ConfigError(f"no studies in {redact(url)}; run `trustser study --space ...` first, or pass --storage")
-    raise ConfigError(f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                      "name one with --study-name")
-
-
-def _sampler(space: StudySpace):
-    import optuna
-
-    if space.sampler.kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=space.sampler.seed)
-    # grid: trials are enqueued with fixed params; the random sampler only fills trials beyond the grid
-    return optuna.samplers.RandomSampler(seed=space.sampler.seed)
-
-
 def _start_study_run(study, url: str, experiment: str | None):
     """The study's MLflow parent run: ``mlflow run``'s run, else the one this study used before, else a new one."""
     import mlflow
@@ -224,7 +154,7 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
 
     Several processes may run this on one study at once (``trustser.study.workers``): ``enqueue=False`` only takes
     queued configurations (``trustser worker``), ``work=False`` only creates the study, its MLflow run and its queue,
-    ``front=False`` leaves logging the Pareto front to another process; ``heartbeat`` (a ``workers.Heartbeat``) sets
+    ``front=False`` leaves logging the Pareto front to another process; ``heartbeat`` (a ``storage.Heartbeat``) sets
     how dead trials are detected and retried.
     """
     import contextlib
@@ -233,24 +163,23 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
     import optuna
 
     from trustser import tracking
-    from trustser.study import workers
     from trustser.study.pareto import log_front
 
     runner = runner or experiment_runner
     url = storage or default_storage()
     name = study_name or space.name
-    storage_obj = workers.make_storage(url, heartbeat)  # also used to look up earlier results across studies
+    storage_obj = make_storage(url, heartbeat)  # also used to look up earlier results across studies
     keys = [o.key for o in space.objectives]
     result = StudyResult(name, url, None)
     grid = space.sampler.kind == "grid"
 
     with contextlib.ExitStack() as stack:
-        with workers.storage_lock(storage_obj):  # one process at a time creates the study, its MLflow run, its queue
+        with storage_lock(storage_obj):  # one process at a time creates the study, its MLflow run, its queue
             study = open_study(url, name, space, storage_obj)
             parent = stack.enter_context(_start_study_run(study, url, experiment))
             _record_study_run(study, parent.info.run_id)
             if grid and enqueue:
-                workers.enqueue_grid(study, space, n_trials)
+                trial_queue.enqueue_grid(study, space, n_trials)
         result.mlflow_run_id = parent.info.run_id
         exp_name = mlflow.MlflowClient().get_experiment(parent.info.experiment_id).name
         mlflow.set_tags({"optuna_study_name": name, "optuna_storage": redact(url), "trustser.kind": "study",
@@ -260,12 +189,12 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
         n = n_trials if grid or n_trials is not None else space.grid_size
 
         def objective(trial: optuna.Trial) -> list[float]:
-            if grid and not workers.is_queued(trial):  # another worker took the last queued configuration
+            if grid and not trial_queue.is_queued(trial):  # another worker took the last queued configuration
                 raise optuna.TrialPruned("grid study: no queued configuration left")
             params = {dim: trial.suggest_categorical(dim, list(choices)) for dim, choices in space.search}
             config = space.run_config(params, experiment=exp_name, progress=progress)
             chash = config_hash(config)
-            workers.claim_configuration(trial, chash)  # waits while another trial evaluates this configuration
+            trial_queue.claim_configuration(trial, chash)  # waits while another trial evaluates this configuration
             tags = {"optuna_study_name": name, "optuna_trial_number": str(trial.number), "config_hash": chash,
                     "trustser.kind": "trial"}
             with mlflow.start_run(run_name=f"trial {trial.number}: {config_label(params)}", nested=True,
@@ -299,7 +228,7 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
                 return values
 
         if work:
-            workers.work(study, objective, n, grid, parent.info.run_id)
+            trial_queue.work(study, objective, n, grid, parent.info.run_id)
         if work and front:
             result.front = log_front(study)
             _tag_pareto(study)

@@ -1,7 +1,9 @@
 """Deployment scenarios (the method's Table 5) and the rule that picks a configuration for one.
 
 A scenario file (``studies/scenarios/<name>.yaml``, or any path) gives a priority per trust axis (high / medium /
-low / ignore) and optional hard limits (``max_gflops: 10``, ``min_uar: 0.5``, ``max_latency_ms: 50`` ...; the
+low / ignore) — the method's five, each required, and optionally ``robustness`` (the mean prediction flip rate over
+the corruption suite, read from the run summary when the study did not optimise it; 'ignore' when not named) — and
+optional hard limits (``max_gflops: 10``, ``min_uar: 0.5``, ``max_latency_ms: 50`` ...; the
 fields are listed in ``LIMIT_FIELDS``).
 
 The rule (``recommend``), deterministic for a given set of candidates:
@@ -16,7 +18,8 @@ The rule (``recommend``), deterministic for a given set of candidates:
 3. Score = Σ weight · normalised / Σ weight, with weights high = 3, medium = 2, low = 1, ignore = 0; an axis
    missing from any candidate is left out (and said so).
 4. Rank by score; ties (within 1e-9) go to the better normalised value on the axes in priority order (high first,
-   then medium, then low; within a level in the order performance, privacy, safety, fairness, sustainability),
+   then medium, then low; within a level in the order performance, privacy, safety, fairness, sustainability,
+   robustness),
    then to the label in alphabetical order.
 5. Reasons: the score of choice and runner-up, then the axes with the largest weighted differences between them
    (where the choice wins, and where the runner-up would have been better).
@@ -36,11 +39,13 @@ from typing import Any, Mapping, Sequence
 
 from trustser.errors import ConfigError, TrustserError
 from trustser.study.pareto import Candidate
-from trustser.study.space import OBJECTIVES
+from trustser.study.space import ALL_OBJECTIVES, OBJECTIVES, OPTIONAL_OBJECTIVES
 from trustser.study.uncertainty_rules import (CHANCE_UAR, LEVEL, chance_level, indistinguishable, interval_keys,
                                               interval_record, missing_intervals)
 
-AXES = tuple(OBJECTIVES)  # performance, privacy, safety, fairness, sustainability
+AXES = tuple(OBJECTIVES)  # performance, privacy, safety, fairness, sustainability: every scenario weighs these
+OPTIONAL_AXES = tuple(OPTIONAL_OBJECTIVES)  # robustness: weighed where a scenario names it ('ignore' otherwise)
+ALL_AXES = AXES + OPTIONAL_AXES
 WEIGHTS = {"high": 3, "medium": 2, "low": 1, "ignore": 0}
 TIE = 1e-9
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "studies" / "scenarios"
@@ -49,8 +54,9 @@ SHIPPED = ("edge", "cloud", "critical")
 # Limit names: max_<field> / min_<field>. A field reads an axis value (by name or alias) or run-summary keys
 # (the first one present, times a scale), as (key, scale) pairs.
 LIMIT_FIELDS: dict[str, tuple[tuple[str, float], ...]] = {
-    **{axis: ((axis, 1.0),) for axis in AXES},
+    **{axis: ((axis, 1.0),) for axis in ALL_AXES},
     "uar": (("performance", 1.0),), "gender_accuracy": (("privacy", 1.0),), "asr": (("safety", 1.0),),
+    "flip_rate": (("robustness", 1.0),),
     "equality_of_odds": (("fairness", 1.0),), "gflops": (("sustainability", 1.0),),
     "params_m": (("sustainability_params", 1e-6),),
     "latency_ms": (("sustainability_latency_s", 1e3), ("sustainability_latency_s_mean", 1e3)),  # measured, CPU
@@ -66,19 +72,19 @@ class NoCandidateError(TrustserError):
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    priorities: tuple[tuple[str, str], ...]  # (axis, level), in AXES order
+    priorities: tuple[tuple[str, str], ...]  # (axis, level), in ALL_AXES order; optional axes only when given
     limits: tuple[tuple[str, float], ...] = ()
     description: str = ""
     paper_pick: str | None = None
     source: str = "<memory>"
 
     def weight(self, axis: str) -> int:
-        return WEIGHTS[dict(self.priorities)[axis]]
+        return WEIGHTS[dict(self.priorities).get(axis, "ignore")]
 
     def priority_order(self) -> list[str]:
         """Axes by priority (high first), the canonical order within a level; ignored axes left out."""
         return sorted((a for a, lvl in self.priorities if WEIGHTS[lvl] > 0),
-                      key=lambda a: (-WEIGHTS[dict(self.priorities)[a]], AXES.index(a)))
+                      key=lambda a: (-WEIGHTS[dict(self.priorities)[a]], ALL_AXES.index(a)))
 
     def decisive_axes(self, axes: Sequence[str] | None = None) -> list[str]:
         """The axes (of ``axes``, default all weighted ones) at the highest priority level present among them:
@@ -158,14 +164,14 @@ def parse_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario
     if not isinstance(priorities, dict) or not priorities:
         raise fail("priorities", f"missing: give a level ({', '.join(WEIGHTS)}) for each of {', '.join(AXES)}")
     for axis, level in priorities.items():
-        if axis not in AXES:
-            raise fail(f"priorities.{axis}", f"unknown axis; known: {', '.join(AXES)}")
+        if axis not in ALL_AXES:
+            raise fail(f"priorities.{axis}", f"unknown axis; known: {', '.join(ALL_AXES)}")
         if level not in WEIGHTS:
             raise fail(f"priorities.{axis}", f"bad level '{level}'; use one of {', '.join(WEIGHTS)}")
     missing = [a for a in AXES if a not in priorities]
     if missing:
-        raise fail(f"priorities.{missing[0]}", f"missing (say 'ignore' to leave an axis out)")
-    if all(WEIGHTS[priorities[a]] == 0 for a in AXES):
+        raise fail(f"priorities.{missing[0]}", "missing (say 'ignore' to leave an axis out)")
+    if all(WEIGHTS[level] == 0 for level in priorities.values()):
         raise fail("priorities", "every axis is 'ignore': nothing to decide on")
     limits = raw.get("limits") or {}
     if not isinstance(limits, dict):
@@ -180,7 +186,8 @@ def parse_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario
             raise fail(f"limits.{key}", f"expected a number, got {value!r}")
         parsed_limits.append((str(key), float(value)))
     return Scenario(
-        name=str(raw.get("name") or Path(source).stem), priorities=tuple((a, priorities[a]) for a in AXES),
+        name=str(raw.get("name") or Path(source).stem),
+        priorities=tuple((a, priorities[a]) for a in ALL_AXES if a in priorities),
         limits=tuple(parsed_limits), description=str(raw.get("description") or ""),
         paper_pick=raw.get("paper_pick"), source=source,
     )
@@ -188,8 +195,7 @@ def parse_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario
 
 def limit_value(candidate: Candidate, name: str) -> float | None:
     for key, scale in LIMIT_FIELDS[name]:
-        source = candidate.values if key in AXES else candidate.metrics
-        v = source.get(key)
+        v = candidate.value(key) if key in ALL_AXES else candidate.metrics.get(key)
         if v is not None and math.isfinite(float(v)):
             return float(v) * scale
     return None
@@ -210,7 +216,7 @@ def normalise(candidates: Sequence[Candidate], axes: Sequence[str]) -> dict[str,
     """Min–max over the candidates, direction-aware: 1 = best among them, 0 = worst; all equal → 1."""
     out: dict[str, dict[str, float]] = {c.label: {} for c in candidates}
     for axis in axes:
-        objective = OBJECTIVES[axis]
+        objective = ALL_OBJECTIVES[axis]
         values = [c.value(axis) for c in candidates]
         lo, hi = min(values), max(values)
         for c, v in zip(candidates, values):
@@ -309,7 +315,7 @@ def _tie_reason(scenario: Scenario, ranked: Sequence[Candidate], ties: Sequence[
 
 
 def _fmt(axis: str, v: float) -> str:
-    return f"{v:.3g}" if OBJECTIVES[axis].unit else f"{v:.3f}"
+    return f"{v:.3g}" if ALL_OBJECTIVES[axis].unit else f"{v:.3f}"
 
 
 def _reasons(scenario: Scenario, choice: Candidate, runner_up: Candidate | None, axes: list[str],
@@ -324,11 +330,11 @@ def _reasons(scenario: Scenario, choice: Candidate, runner_up: Candidate | None,
     wins = sorted((a for a in axes if diffs[a] > TIE), key=lambda a: (-diffs[a], axes.index(a)))
     losses = sorted((a for a in axes if diffs[a] < -TIE), key=lambda a: (diffs[a], axes.index(a)))
     for a in wins:
-        reasons.append(f"{a} ({levels[a]}): {OBJECTIVES[a].label} {_fmt(a, choice.value(a))} vs "
+        reasons.append(f"{a} ({levels[a]}): {ALL_OBJECTIVES[a].label} {_fmt(a, choice.value(a))} vs "
                        f"{_fmt(a, runner_up.value(a))} "
                        f"(+{diffs[a]:.3f} to the score)")
     for a in losses:
-        reasons.append(f"runner-up better on {a} ({levels[a]}): {OBJECTIVES[a].label} {_fmt(a, runner_up.value(a))} vs "
+        reasons.append(f"runner-up better on {a} ({levels[a]}): {ALL_OBJECTIVES[a].label} {_fmt(a, runner_up.value(a))} vs "
                        f"{_fmt(a, choice.value(a))} ({diffs[a]:.3f})")
     if abs(scores[choice.label] - scores[runner_up.label]) <= TIE:
         decider = next((a for a in axes if abs(norm[choice.label][a] - norm[runner_up.label][a]) > TIE), None)

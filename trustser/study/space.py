@@ -7,7 +7,9 @@ problem is reported as a ConfigError naming the file and the key, e.g.
 ``studies/x.yaml: search.backbone: unknown backbone 'hubert'; known: apc, ...``.
 
 Objectives are the five trust axes of the method; each reads one key of ``run_experiment``'s summary and has a
-fixed direction (the file states it too, so that a reader sees it, and a contradiction is an error).
+fixed direction (the file states it too, so that a reader sees it, and a contradiction is an error). A sixth,
+optional axis, ``robustness: minimize`` (the mean flip rate over the corruption suite), may be added beside them; it
+needs ``trust: {corruptions: [standard]}`` (or named corruptions) so that the runs measure it.
 
 The sustainability objective (``sustainability_gflops``) is counted once per backbone with the method's head
 (``trustser.metrics.sustainability``: width 128, learned weighted-sum pooling), whatever ``width`` and ``pooling``
@@ -59,8 +61,17 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
 )}
 """The method's five axes, in the order tables and radar charts use."""
 
-# `backbone: all` means every registered backbone except these variants, which must be listed by name.
-NOT_IN_ALL = ("whisper_tiny_en",)  # English-only variant of whisper_tiny; not one of the paper's backbones
+OPTIONAL_OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("robustness", "robustness_mean", MINIMIZE, "corruption flip rate"),
+)}
+"""Axes a study or scenario may add to the five: ``robustness`` is the mean prediction flip rate over the corruption
+suite (``trustser.metrics.robustness``), measured only when ``trust.corruptions`` names some."""
+
+ALL_OBJECTIVES: dict[str, Objective] = {**OBJECTIVES, **OPTIONAL_OBJECTIVES}
+
+# `backbone: all` means the method's comparison: every backbone registered with the paper's figures (its seven).
+# Others (whisper_tiny_en, hubert_base, any added later) are listed by name, so adding a backbone leaves every
+# existing study's grid as it was.
 
 # What a search dimension may vary, and the type each choice must have. Booleans are rejected for int/float keys.
 SEARCHABLE: dict[str, type] = {
@@ -101,6 +112,7 @@ class StudySpace:
     seeds: int = 1  # training seeds per fold (RunConfig.seeds)
     train: tuple[tuple[str, Any], ...] = ()  # fixed TrainConfig values not searched
     trust: tuple[tuple[str, Any], ...] = ()  # TrustConfig settings (attacks, SNRs, probes, cost measurement)
+    run: tuple[tuple[str, Any], ...] = ()  # other RunConfig settings fixed by the file (precision, feature_memory ...)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     source: str = "<memory>"  # the file it came from, for messages
 
@@ -128,13 +140,15 @@ class StudySpace:
         from trustser.training import TrainConfig
 
         train_values = {**dict(self.train), **{k: v for k, v in params.items() if k in TRAIN_KEYS}}
-        extra = {}
+        extra = dict(self.run)
         if self.max_seconds is not None:
             extra["max_seconds"] = self.max_seconds
+        if "unfreeze_top" in params:
+            extra["unfreeze_top"] = int(params["unfreeze_top"])
         return RunConfig(
             backbone=params["backbone"], dataset=self.dataset, data_root=self.data_root,
             corpus_options=self.corpus_options, folds=self.folds, weights=self.weights, random_init=self.random_init,
-            train=TrainConfig(**train_values), unfreeze_top=int(params.get("unfreeze_top", 0)), seeds=self.seeds,
+            train=TrainConfig(**train_values), seeds=self.seeds,
             trust=TrustConfig(**dict(self.trust)), experiment=experiment, progress=progress, **extra,
         )
 
@@ -151,6 +165,7 @@ class StudySpace:
             "corpus_options": dict(self.corpus_options), "random_init": self.random_init, "weights": self.weights,
             "max_seconds": self.max_seconds, "seeds": self.seeds, "train": dict(self.train),
             "trust": {k: list(v) if isinstance(v, tuple) else v for k, v in self.trust},
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in self.run},
             "search": {k: list(v) for k, v in self.search},
             "objectives": {o.name: o.direction for o in self.objectives},
             "sampler": {"kind": self.sampler.kind, "seed": self.sampler.seed},
@@ -166,8 +181,13 @@ def config_label(params: Mapping[str, Any]) -> str:
 def config_hash(run_config: Any) -> str:
     """Identity of what a trial computes: every RunConfig field except where it is logged and how it is shown."""
     values = asdict(run_config)
-    for key in ("experiment", "progress", "cache_dir", "offline", "log_model"):
+    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory"):
         values.pop(key, None)
+    if values.get("test_dataset") is None:  # added later: a run without a cross-corpus test keeps its hash
+        values.pop("test_dataset", None)
+        values.pop("test_data_root", None)
+    if not values.get("trust", {}).get("corruptions"):  # added later: without it a configuration keeps its hash
+        values.get("trust", {}).pop("corruptions", None)
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -185,9 +205,10 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError(f"{source}: {key}: {message}")
 
-    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    run_keys = _run_keys()
+    unknown = sorted(set(raw) - set(TOP_LEVEL) - set(run_keys))
     if unknown:
-        raise fail(unknown[0], f"unknown key; known: {', '.join(TOP_LEVEL)}")
+        raise fail(unknown[0], f"unknown key; known: {', '.join([*TOP_LEVEL, *run_keys])}")
     for key in ("dataset", "search", "objectives"):
         if raw.get(key) in (None, "", {}):
             raise fail(key, "missing (required)")
@@ -201,6 +222,9 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     objectives = _parse_objectives(raw["objectives"], fail)
     train = _parse_train(raw.get("train") or {}, dict(search), fail)
     trust = _parse_trust(raw.get("trust") or {}, fail)
+    if any(o.name == "robustness" for o in objectives) and not dict(trust).get("corruptions"):
+        raise fail("objectives.robustness", "needs the corruption suite: add trust: {corruptions: [standard]} "
+                                            "(or a list of trustser.metrics.corruptions names)")
     sampler = _parse_sampler(raw.get("sampler") or {}, fail)
     options = raw.get("corpus_options") or {}
     if not isinstance(options, dict):
@@ -217,14 +241,43 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     if seeds < 1:
         raise fail("seeds", f"expected a whole number >= 1, got {seeds}")
     name = _typed(raw.get("name") or Path(source).stem, str, "name", fail)
-    return StudySpace(
+    run = _parse_run(raw, run_keys, dict(search), source, fail)
+    space = StudySpace(
         name=name, dataset=dataset, search=search, objectives=objectives,
         data_root=_optional_str(raw.get("data_root")), folds=folds,
         corpus_options=tuple((str(k), str(v)) for k, v in options.items()), random_init=random_init,
         weights=_optional_str(raw.get("weights")), max_seconds=float(max_seconds) if max_seconds else None,
         seeds=seeds,
-        train=train, trust=trust, sampler=sampler, source=source,
+        train=train, trust=trust, run=run, sampler=sampler, source=source,
     )
+    try:  # the fixed part is the run schema: a configuration of the grid must construct (a bad value fails here,
+        space.run_config(space.grid()[0])  # at load, not in every trial after training)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return space
+
+
+def _run_keys() -> list[str]:
+    """RunConfig settings a study file may fix beside the keys it has always had (one schema: trustser.run_config)."""
+    from dataclasses import fields
+
+    from trustser.run_config import RunConfig
+
+    managed = set(TOP_LEVEL) | {"backbone", "train", "trust", "experiment", "progress"}
+    return [f.name for f in fields(RunConfig) if f.name not in managed]
+
+
+def _parse_run(raw: Mapping[str, Any], run_keys: list[str], searched: dict[str, Any], source: str,
+               fail) -> tuple[tuple[str, Any], ...]:
+    from trustser.config_schema import from_mapping
+    from trustser.run_config import RunConfig
+
+    given = {k: raw[k] for k in run_keys if k in raw}
+    for key in given:
+        if key in searched:
+            raise fail(key, f"also a search dimension (search.{key}); give it in one place")
+    config = from_mapping(RunConfig, given, source)  # types and values, errors naming the key
+    return tuple((k, getattr(config, k)) for k in given)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -257,7 +310,7 @@ def _parse_search(raw: Any, fail) -> tuple[tuple[str, tuple[Any, ...]], ...]:
         if name not in SEARCHABLE:
             raise fail(key, f"unknown dimension; searchable: {', '.join(SEARCHABLE)}")
         if name == "backbone" and values == "all":
-            values = [b for b in BACKBONES if b not in NOT_IN_ALL]
+            values = [b for b, spec in BACKBONES.items() if spec.paper is not None]
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -296,12 +349,12 @@ def _parse_objectives(raw: Any, fail) -> tuple[Objective, ...]:
     out = []
     for name, direction in raw.items():
         key = f"objectives.{name}"
-        if name not in OBJECTIVES:
-            raise fail(key, f"unknown objective '{name}'; known: {', '.join(OBJECTIVES)}")
+        if name not in ALL_OBJECTIVES:
+            raise fail(key, f"unknown objective '{name}'; known: {', '.join(ALL_OBJECTIVES)}")
         spelled = _DIRECTION_SPELLINGS.get(str(direction).lower())
         if spelled is None:
             raise fail(key, f"bad direction '{direction}'; use maximize or minimize")
-        objective = OBJECTIVES[name]
+        objective = ALL_OBJECTIVES[name]
         if spelled != objective.direction:
             raise fail(key, f"bad direction '{direction}': {name} ({objective.key}) is "
                             f"{'higher' if objective.higher_is_better else 'lower'}-is-better, so {objective.direction}")
@@ -344,6 +397,13 @@ def _parse_trust(raw: Any, fail) -> tuple[tuple[str, Any], ...]:
             if not isinstance(value, list):
                 raise fail(key, f"expected a list, got {value!r}")
             value = tuple(value)
+            if name == "corruptions":
+                from trustser.metrics.corruptions import resolve
+
+                try:
+                    resolve(value)
+                except ConfigError as exc:
+                    raise fail(key, str(exc)) from None
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise fail(key, f"expected true or false, got {value!r}")
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -368,4 +428,4 @@ def _parse_sampler(raw: Any, fail) -> SamplerSpec:
     return SamplerSpec(kind=kind, seed=_typed(raw.get("seed", 0), int, "sampler.seed", fail))
 
 
-__all__ = ["OBJECTIVES", "Objective", "SamplerSpec", "StudySpace", "config_hash", "config_label", "load_space", "parse_space"]
+__all__ = ["ALL_OBJECTIVES", "OBJECTIVES", "OPTIONAL_OBJECTIVES", "Objective", "SamplerSpec", "StudySpace", "config_hash", "config_label", "load_space", "parse_space"]

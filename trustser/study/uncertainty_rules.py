@@ -40,18 +40,18 @@ import math
 from typing import Any, Iterable, Sequence
 
 from trustser import EMOTIONS
-from trustser.study.space import OBJECTIVES
+from trustser.study.space import ALL_OBJECTIVES
 
 CHANCE_UAR = 1 / len(EMOTIONS)  # 0.25 for the method's four classes
 CHANCE_MARGIN = 0.02  # without an interval: a point UAR up to chance + this counts as chance level
 LEVEL = "95 %"  # the level of the logged intervals
-MEANINGLESS_AT_CHANCE = ("safety", "fairness")  # axes a chance-level classifier wins for free
+MEANINGLESS_AT_CHANCE = ("safety", "fairness", "robustness")  # axes a chance-level classifier wins for free
 
 
 def interval_keys(axis: str) -> tuple[str, str] | None:
     """The summary keys of an axis's interval (``test_uar_ci_low``, ``test_uar_ci_high``), None for an axis that
     has none (sustainability: counted, not sampled)."""
-    key = OBJECTIVES[axis].key
+    key = ALL_OBJECTIVES[axis].key
     if not key.endswith("_mean"):
         return None
     base = key[: -len("_mean")]
