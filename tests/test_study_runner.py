@@ -283,7 +283,7 @@ def test_default_storage_is_an_optuna_db_in_the_working_directory(quick, tmp_pat
 def test_real_runner_on_tiny_emodb_fills_the_five_objectives(mini_emodb, storage):
     space = load_space(SPACES / "six.yaml").with_overrides(
         data_root=str(mini_emodb), search={"backbone": ["whisper_tiny", "apc"], "unfreeze_top": [0]},
-        train={"epochs": 1})
+        train={"epochs": 1, "schedule": "paper"})  # the pipeline, not convergence, is under test: one epoch
     result = run_study(space, storage=storage)
     study = optuna.load_study(study_name="quick", storage=storage)
     failures = [f"trial {t.number}: {t.user_attrs.get('error', '')}"
