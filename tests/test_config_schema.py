@@ -150,3 +150,11 @@ def test_every_shipped_study_file_loads(path):
     from trustser.study.space import load_space
 
     (load_scenario if "scenarios" in path.parts else load_space)(path)
+
+
+def test_the_cli_precision_choices_are_the_extractions():
+    """``trustser.cli_run`` lists them without importing torch; they must stay the ones extraction accepts."""
+    from trustser.cli_run import PRECISIONS
+    from trustser.features import PRECISIONS as EXTRACTION_PRECISIONS
+
+    assert set(PRECISIONS) == set(EXTRACTION_PRECISIONS)

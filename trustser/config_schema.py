@@ -142,17 +142,17 @@ def from_mapping(cls: type, raw: Mapping[str, Any], source: str = "<memory>", pr
             values[name] = (from_mapping(kind, value or {}, source, f"{key}.") if is_dataclass(kind)
                             else coerce(value, kind, key))
         except ConfigError as exc:
-            text = str(exc)
-            raise ConfigError(text if text.startswith(f"{source}: ") else f"{source}: {text}") from None
-    return _construct(cls, values, source, prefix)
-
-
-def _construct(cls: type, values: dict[str, Any], source: str, prefix: str) -> Any:
+            raise _from_source(source, exc) from None
     try:
         return cls(**values)
     except ConfigError as exc:  # the dataclass's own validation, which names its key (e.g. "train.schedule ...")
-        text = str(exc)
-        raise ConfigError(text if text.startswith(f"{source}: ") else f"{source}: {text}") from None
+        raise _from_source(source, exc) from None
+
+
+def _from_source(source: str, exc: ConfigError) -> ConfigError:
+    """``exc`` naming ``source`` once (a nested section's error already does)."""
+    text = str(exc)
+    return ConfigError(text if text.startswith(f"{source}: ") else f"{source}: {text}")
 
 
 def to_mapping(config: Any) -> dict[str, Any]:

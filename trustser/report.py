@@ -208,14 +208,15 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
               for i, r in enumerate((front or rows)[:MAX_RADARS])]
 
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(_html(title, source, rows, recs, pareto_png, overlay_png, radars,
-                               sum(not r.excluded for r in front) if front else len(rows)))
-    md_path.write_text(_markdown(title, source, rows, recs, pareto_png, overlay_png, radars))
+    page = _html(title, source, rows, recs, pareto_png, overlay_png, radars,
+                 sum(not r.excluded for r in front) if front else len(rows))
+    markdown = _markdown(title, source, rows, recs, pareto_png, overlay_png, radars)
     cross = cross_corpus_tables(rows)
     if cross is not None:  # runs with --test-dataset: the train x test matrix
-        md_path.write_text(md_path.read_text().rstrip() + "\n\n" + cross[0] + "\n")
-        page = html_path.read_text()
-        html_path.write_text(page.replace("</body></html>", cross[1] + "\n</body></html>"))
+        markdown = markdown.rstrip() + "\n\n" + cross[0] + "\n"
+        page = page.replace("</body></html>", cross[1] + "\n</body></html>")
+    html_path.write_text(page)
+    md_path.write_text(markdown)
     files = ReportFiles(html_path, md_path, images, recs)
     if mlflow.active_run() is not None:
         log_report(files, mlflow.active_run().info.run_id)

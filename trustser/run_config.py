@@ -97,9 +97,8 @@ class RunConfig:
             raise ConfigError(f"precision: unknown value '{self.precision}'; allowed: {', '.join(sorted(PRECISIONS))}")
         if self.model_from not in MODEL_FROM:
             raise ConfigError(f"model_from: unknown value '{self.model_from}'; allowed: {', '.join(MODEL_FROM)}")
-        for name in ("seeds",):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
         if self.unfreeze_top < 0:
             raise ConfigError(f"unfreeze_top must be >= 0, got {self.unfreeze_top}")
         if not self.max_seconds > 0:
