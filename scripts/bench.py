@@ -22,7 +22,9 @@ What it measures, each in the same process and run (so ratios compare like with 
    length-sorted padded batches on the same clips, interleaved (``attack_batch_speedup``: at the package's default
    attack batch size).
 6. the whole sweep (``run_experiment``, one backbone x EmoDB x folds x all metrics) split by stage, with peak memory,
-   extrapolated to the method's four corpora.
+   extrapolated to the method's four corpora; and from its per-unit costs (with section 3's extraction rate) the
+   method's whole grid, 7 backbones x 4 corpora x folds x all metrics, in hours per measured device
+   (``full_benchmark_estimate_hours``; arithmetic and assumptions in ``bench_full_estimate``).
 
 Cold/warm: features are extracted into a fresh temporary cache (cold); the sweep runs in a subprocess with a fresh
 cache root too (converted Whisper weights linked in: converting them is an install step, not part of a sweep).
@@ -54,6 +56,7 @@ from bench_measure import (  # noqa: E402
     head_step, load_average, load_emodb, machine_info, measure_matmul, memory_copy, study_ids, test_uars,
     time_compute, whisper_padding,
 )
+from bench_full_estimate import full_estimate  # noqa: E402
 from bench_sweep import extrapolate, run_sweep  # noqa: E402
 
 
@@ -95,6 +98,7 @@ class Settings:
     sweep_cold: bool = True  # False: the sweep reuses this run's feature cache (its extract stage is then warm)
     sweep_overrides: Mapping[str, Any] = field(default_factory=dict)  # RunConfig / TrainConfig / TrustConfig fields
     clip_limit: int | None = None  # tiny: this many clips per partition of each used fold
+    estimate_flops: str = "count"  # full-grid scale factors: "count" (count_flops, cached) or "paper" (Table 4)
     data_root: str | None = None
 
 
@@ -114,7 +118,7 @@ PRESETS: dict[str, Settings] = {
                      pad_repeats=1, sweep_backbone="whisper_tiny", sweep_folds="1", sweep_cold=True,
                      sweep_overrides={"random_init": True, "epochs": 1, "max_attack_clips": 2, "probe_epochs": 1,
                                       "schedule": "paper", "measure_cost": False, "sweep_snrs": [45.0]},
-                     clip_limit=2),
+                     clip_limit=2, estimate_flops="paper"),
 }
 
 
@@ -291,6 +295,8 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     results["sweep"] = sweep
     results["extrapolation"] = extrapolate(sweep, sweep_flops, frames_per_second, spec.num_hidden_states,
                                            spec.hidden_size, TRAINING_FP32_BUDGET, extract_rate)
+    log(f"full-grid estimate (scale factors: {settings.estimate_flops})")
+    results["full_benchmark_estimate"] = full_estimate(results, settings.estimate_flops, torch.cuda.is_available())
     loads["end"] = load_average()
     results["load_average"] = loads
     results["bench_wall_s"] = time.perf_counter() - started
@@ -336,6 +342,7 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "memory_copy_read_gbps": r["memory_copy"]["read_gbps"],
         "head_step_bandwidth_fraction": r["head_step"]["bandwidth_fraction"],
         "head_step_bandwidth_convention": r["memory_copy"]["convention"],
+        "full_benchmark_estimate_hours": dict(r["full_benchmark_estimate"]["hours"]),
     }
     out["targets"] = {
         "cache_speedup >= 20": out["cache_speedup"] >= 20,
@@ -433,8 +440,22 @@ def format_table(r: dict[str, Any]) -> str:
                      f"{c['total_h']:6.2f} h (extract {st_['extract'] / 60:.0f}, train {st_['train'] / 60:.0f}, "
                      f"probes {st_['probes'] / 60:.0f}, attacks {st_['attacks'] / 60:.0f} min); features "
                      f"{c['feature_store_gb_fp16']:.1f} GiB fp16, peak RSS ~{c['peak_rss_gb_est']:.1f} GiB")
+    lines += full_estimate_lines(r["full_benchmark_estimate"])
     lines += ["", "targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["targets"].items())]
     return "\n".join(lines)
+
+
+def full_estimate_lines(e: Mapping[str, Any]) -> list[str]:
+    """Section 6's last lines: the whole grid's hours per measured device, by stage and by backbone."""
+    a = e["assumptions"]
+    lines = [f"   the method's whole grid ({len(a['backbones'])} backbones x {len(a['corpora'])} corpora, "
+             f"{a['total_clips']:,} clips, x folds x all metrics; measured on {', '.join(a['measured_backbones'])}, "
+             f"the rest scaled; assumptions in full_benchmark_estimate.assumptions):"]
+    for device, d in e["devices"].items():
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in d["by_stage_h"].items())
+        lines.append(f"     {device}: {d['total_h']:.1f} h ({stages} h)")
+        lines.append("       " + ", ".join(f"{b} {h:.1f}" for b, h in d["by_backbone_h"].items()) + " h")
+    return lines
 
 
 def jsonable(value: Any) -> Any:

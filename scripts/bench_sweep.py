@@ -43,7 +43,7 @@ def sweep_child(spec_path: str) -> None:
     torch.set_num_threads(spec["threads"])
     import trustser.experiment as ex
     from trustser.metrics import sustainability as sus
-    from trustser.metrics.privacy import PROBE_CONFIG, within_speaker_split
+    from trustser.probes import PROBE_CONFIG, within_speaker_split
     from trustser.training import TrainConfig
 
     import trustser.training

@@ -79,6 +79,12 @@ def test_tiny_run_prints_one_json_object_with_every_headline_ratio(bench, mini_e
     for corpus in ("iemocap", "crema_d", "msp_improv", "msp_podcast"):
         estimate = result["extrapolation"]["corpora"][corpus]
         assert positive_finite(estimate["total_h"]) and positive_finite(estimate["feature_store_gb_fp16"])
+    hours = result["full_benchmark_estimate_hours"]
+    assert set(hours) >= {"cpu"} and positive_finite(hours["cpu"])
+    assert "cuda" not in hours  # the bench measures the CPU only: no GPU figure is made up
+    full = result["full_benchmark_estimate"]
+    assert full["hours"] == hours and full["assumptions"]["measured_backbones"] == ["whisper_tiny"]
+    assert len(full["devices"]["cpu"]["by_backbone_h"]) == 7
     study = result["extraction_study"]["rows"]
     assert {row["threads"] for row in study} >= {1}
     assert all(positive_finite(row["gflops_per_s"]) for row in study)
@@ -93,6 +99,16 @@ def test_table_names_every_section(bench):
     assert "10.0 GB/s read + write = 5.0 GB/s read" in table
     assert "FGSM 7 SNRs, 16 clips: per clip 8.0 s; batches of 8 1.50x (best of 2, interleaved; results equal: True)" \
         in table
+    assert "the method's whole grid (2 backbones x 1 corpora, 100 clips, x folds x all metrics; measured on " \
+        "whisper_tiny" in table
+    assert "cpu: 3.0 h (extract 1.0, train 2.0 h)" in table and "whisper_tiny 1.0, apc 2.0 h" in table
+
+
+def test_headline_carries_the_full_grid_hours_per_device(bench):
+    r = _fake_results()
+    r["matmul"]["bf16_peak_gflops"], r["memory_copy"]["convention"] = 2.0, "read + write"  # beyond the formatter
+    r["extraction"]["compute_only_best_peak_fraction"] = 0.6
+    assert bench.headline(r)["full_benchmark_estimate_hours"] == {"cpu": 3.0}
 
 
 def test_attack_batch_speedup_is_the_measured_ratio_at_the_default_batch_size(bench):
@@ -219,5 +235,11 @@ def _fake_results():
                       "read_gbps": 0.4, "bandwidth_fraction": 0.08},
         "memory_copy": {"bytes": 2**28, "repeats": 5, "threads": 2, "copy_gbps": 10.0, "read_gbps": 5.0},
         "extrapolation": {"corpora": {"iemocap": estimate}},
+        "full_benchmark_estimate": {
+            "hours": {"cpu": 3.0},
+            "devices": {"cpu": {"total_h": 3.0, "by_stage_h": {"extract": 1.0, "train": 2.0},
+                                "by_backbone_h": {"whisper_tiny": 1.0, "apc": 2.0}}},
+            "assumptions": {"backbones": {"whisper_tiny": {}, "apc": {}}, "corpora": {"iemocap": {}},
+                            "total_clips": 100, "measured_backbones": ["whisper_tiny"]}},
         "targets": {"cache_speedup >= 20": True},
     }

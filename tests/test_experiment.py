@@ -99,7 +99,7 @@ def test_every_fold_run_carries_all_five_trust_families_and_the_parent_a_trust_p
 
 def test_privacy_probes_use_the_method_probe_whatever_head_the_emotion_model_used():
     from trustser.experiment import probe_train_config
-    from trustser.metrics.privacy import PROBE_CONFIG
+    from trustser.probes import PROBE_CONFIG
 
     trial = TrainConfig(width=64, lr=1e-3, pooling="last", seed=3, batch_size=32, min_steps=300, patience=7,
                         max_epochs=90, standardize=False)

@@ -1,7 +1,8 @@
 """A sweep through the real ``run_experiment`` (random-init APC on a tiny EmoDB subset cut to 1 s clips, PostgreSQL
 storage, the MLflow server) SIGKILLed mid-fold or mid-extraction and started again with the same command finishes
 with exactly one FINISHED run per (backbone, dataset, fold, configuration); the killed runs are KILLED, the killed
-trial FAIL, and no cached feature is computed again (the feature cache's counters, file mtimes and bytes).
+trial FAIL, its finished folds reused by the retry (not trained again), and no cached feature is computed again (the
+feature cache's counters, file mtimes and bytes).
 
 The kill lands at a known point: the runner (tests/scale_runners.py ``real``) hangs there after writing a marker file,
 and the test kills the sweep's whole process group once the marker appears."""
@@ -67,7 +68,8 @@ def check_trials(storage: str, name: str, n_configurations: int):
 
 
 def check_killed_tree(client, runs: dict, killed_trial) -> list:
-    """The killed trial's MLflow run and every run under it are KILLED; returns them."""
+    """The killed trial's MLflow run and every run still under it are KILLED (its finished folds moved to the retry);
+    returns them."""
     dead = killed_trial.user_attrs["mlflow_run_id"]
     tree = [r for r in runs.values() if (trial := trial_run_of(r, runs)) and trial.info.run_id == dead]
     assert tree and {r.info.status for r in tree} == {"KILLED"}
@@ -94,8 +96,13 @@ def test_a_sweep_killed_mid_fold_resumes_to_one_finished_run_per_fold_and_config
 
     tree = check_killed_tree(client, runs, killed)
     killed_folds = {r.data.tags["fold"]: r for r in tree if "fold" in r.data.tags}
-    assert set(killed_folds) == {"fold1", "fold2"}  # killed during fold 2, so fold 1 had finished
-    assert killed_folds["fold1"].data.tags["trustser.status_before_kill"] == "FINISHED"
+    assert set(killed_folds) == {"fold2"}  # killed during fold 2: fold 1 had finished and the retry took it over
+    dead_experiment = next(r for r in tree if r.data.tags.get("trustser.kind") == "experiment")
+    reused = [r for r in folds if r.data.tags.get("trustser.reparented_from") == dead_experiment.info.run_id]
+    assert [(r.data.tags["fold"], r.info.status) for r in reused] == [("fold1", "FINISHED")]
+    retry_experiment = runs[reused[0].data.tags["mlflow.parentRunId"]]
+    assert retry_experiment.info.status == "FINISHED" and retry_experiment.data.metrics["folds_reused"] == 1
+    assert trial_run_of(retry_experiment, runs).data.tags["config_hash"] == killed.user_attrs["config_hash"]
 
     experiments = [r for r in runs.values() if "fold" not in r.data.tags and r.data.tags.get("backbone")
                    and r.info.status == "FINISHED"]

@@ -18,9 +18,8 @@ from typing import Any, Callable
 import click
 
 from trustser.errors import ConfigError
-from trustser.study.space import POOLINGS, SCHEDULES  # the schema's choices, without importing torch for --help
+from trustser.run_config import POOLINGS, PRECISIONS, SCHEDULES  # the schema's choices: no torch for --help
 
-PRECISIONS = ("fp32", "bf16")  # trustser.features.PRECISIONS' keys (a test keeps them equal)
 
 
 @dataclass(frozen=True)

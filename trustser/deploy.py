@@ -32,10 +32,9 @@ import mlflow
 import numpy as np
 
 from trustser import EMOTIONS, MAX_SECONDS, SAMPLE_RATE
+from trustser.run_config import MODEL_FROM
 
 MODEL_ARTIFACT = "model"
-MODEL_FROM = ("best_validation",)
-"""How a run's deployable head is chosen: the fold with the best validation UAR (ties: the first fold)."""
 FORMAT = 1
 
 

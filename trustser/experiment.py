@@ -28,11 +28,11 @@ from trustser.features import ExtractionStats, FeatureStore, extract_features, r
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_report
 from trustser.metrics.headline import TestOutcomes, headline_metrics, pool
-from trustser.metrics.privacy import PROBE_CONFIG, gender_probe, speaker_probe
+from trustser.probes import PROBE_CONFIG, gender_probe, speaker_probe
 from trustser.metrics.reference import linear_reference, reference_warning
 from trustser.metrics.verdicts import fairness_verdicts, pooled_fairness_verdicts
 from trustser.training import TrainConfig, TrainResult, predict, predict_logits, train_head
-from trustser.run_config import ExperimentResult, FoldResult, RunConfig, TrustConfig  # noqa: F401 (re-exported)
+from trustser.run_config import ExperimentResult, FoldResult, RunConfig, TrustConfig, config_hash  # noqa: F401 (re-exported)
 from trustser.run_datasets import CorpusTable, corpus_table, log_corpus_input, log_fold_inputs  # noqa: F401
 from trustser.run_resume import (  # noqa: F401 (re-exported)
     CONFIG_HASH_TAG, KIND_TAG, RESUMABLE_TAG, RESUME_KEY_TAG, load_fold_state, log_fold_state, mark_dead_runs,
@@ -251,12 +251,10 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
 
     A top-level run (``trustser run``, ``mlflow run``) resumes an interrupted one of the same configuration (see
     ``resume_folds``): dead runs are marked KILLED and folds that finished are reused, not computed again. Inside a
-    study trial the study's workers own that bookkeeping (a dead trial's runs are KILLED and its configuration
-    evaluated again), so nothing is reused there.
+    study trial the study's workers mark a dead trial's runs KILLED (``trial_queue.mark_dead_trial_runs``) and
+    retry its configuration; the retry reuses the dead trial's finished folds the same way.
     """
     import mlflow
-
-    from trustser.study.space import config_hash
 
     started = time.perf_counter()
     index = load_corpus(config.dataset, config.data_root, dict(config.corpus_options))
@@ -309,11 +307,10 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         tags[RESUME_KEY_TAG] = resume_key(chash, corpus.digest, source.identity)
         mlflow.set_tag(RESUME_KEY_TAG, tags[RESUME_KEY_TAG])
         reused: dict[str, FoldResult] = {}
-        if not nested:
-            try:
-                reused = resume_folds(tags[RESUME_KEY_TAG], [f.name for f in folds], config, backbone, parent_id)
-            except Exception as exc:
-                log.warning("could not look for finished folds to reuse; computing every fold: %s", exc)
+        try:
+            reused = resume_folds(tags[RESUME_KEY_TAG], [f.name for f in folds], config, backbone, parent_id)
+        except Exception as exc:
+            log.warning("could not look for finished folds to reuse; computing every fold: %s", exc)
         sustainability = sustainability_metrics(config)  # one count and measurement, logged on every fold run
         results = []
         for fold in folds:
@@ -390,10 +387,9 @@ def pooled_metrics(results: list[FoldResult], config: RunConfig) -> dict[str, fl
 
 def trust_profile(summary: dict[str, float], n_folds: int) -> dict[str, Any]:
     """The five trust axes of one (backbone, dataset) run: the metric behind each axis, its mean and std over the
-    folds, the direction, and its radar score (``trustser.study.radar``'s fixed normalisation, 1 = most
+    folds, the direction, and its radar score (``trustser.axes``' fixed normalisation, 1 = most
     trustworthy), so that a reader compares runs without re-deriving which number is which."""
-    from trustser.study.radar import radar_score
-    from trustser.study.space import OBJECTIVES, OPTIONAL_OBJECTIVES
+    from trustser.axes import OBJECTIVES, OPTIONAL_OBJECTIVES, radar_score
 
     axes = {}
     measured = {a: o for a, o in OPTIONAL_OBJECTIVES.items() if o.key in summary}  # robustness: when it ran

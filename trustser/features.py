@@ -33,8 +33,9 @@ from trustser.audio import load_audio
 from trustser.backbones.base import Backbone
 from trustser.backbones.weights import WeightsSource
 from trustser.corpora.base import CorpusIndex
-from trustser.errors import AudioError
+from trustser.errors import AudioError, ConfigError
 from trustser.paths import cache_dir, write_atomically
+from trustser.run_config import feature_memory_gib
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -117,11 +118,6 @@ class OnDisk:
     shape: tuple[int, int, int]  # [layers, frames, hidden]
 
 
-FEATURE_MEMORY = ("auto", "memory", "disk")
-"""How much of the feature store is held in memory (``RunConfig.feature_memory``, ``--feature-memory``):
-``auto`` (the default) holds up to ``AUTO_RESIDENT_FRACTION`` of the machine's memory (``TRUSTSER_FEATURE_MEMORY_GB``
-overrides it) and reads the rest from the cache; ``memory`` holds everything (the behaviour before out-of-core
-reading existed); ``disk`` holds nothing; a number holds up to that many GiB. Results do not depend on it."""
 AUTO_RESIDENT_FRACTION = 0.5
 """Half the machine's memory for resident features leaves the other half for the backbone, a batch's activations,
 and the page cache that serves the clips read from disk."""
@@ -141,27 +137,22 @@ def machine_memory_bytes() -> int:
 
 
 def resident_budget(setting: str | float | None = "auto") -> int | None:
-    """Bytes of fp16 features a store may hold in memory for a ``feature_memory`` setting (None: no limit)."""
-    from trustser.errors import ConfigError
-
-    text = "auto" if setting is None else str(setting).strip().lower()
-    if text == "memory":
+    """Bytes of fp16 features a store may hold in memory for a ``feature_memory`` setting
+    (``trustser.run_config.FEATURE_MEMORY``; None: no limit). ``auto`` holds ``AUTO_RESIDENT_FRACTION`` of the
+    machine's memory, or ``TRUSTSER_FEATURE_MEMORY_GB`` GiB."""
+    value = feature_memory_gib(setting)
+    if value == "memory":
         return None
-    if text == "disk":
+    if value == "disk":
         return 0
-    if text == "auto":
+    if value == "auto":
         override = os.environ.get("TRUSTSER_FEATURE_MEMORY_GB")
         if not override:
             return int(machine_memory_bytes() * AUTO_RESIDENT_FRACTION)
-        text = override
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = float("nan")
-    if not gib >= 0:
-        raise ConfigError(f"feature_memory must be one of {', '.join(FEATURE_MEMORY)} or a number of GiB >= 0, "
-                          f"got '{setting}'")
-    return int(gib * 2**30)
+        value = feature_memory_gib(override)
+        if isinstance(value, str):
+            raise ConfigError(f"TRUSTSER_FEATURE_MEMORY_GB must be a number of GiB >= 0, got '{override}'")
+    return int(value * 2**30)
 
 
 @dataclass
@@ -338,7 +329,7 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
     return FeatureStore(features, key), stats
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # run_config.PRECISIONS' names → autocast dtype
 """Extraction precision: fp32, or bf16 autocast (matmuls in bfloat16 on CPUs with AVX-512 BF16; see
 docs/benchmarks.md for its speed and effect on UAR). Part of the cache key and logged with every run."""
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-POOLINGS = ("weighted", "last")
+from trustser.run_config import POOLINGS
 
 
 class EmotionHead(nn.Module):

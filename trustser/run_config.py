@@ -1,17 +1,116 @@
 """The configuration of one run (a backbone over a corpus's folds) and what it returns, as data.
 
-Kept apart from ``trustser.experiment`` so that the modules that read or write runs (resume, dataset inputs, the
-study's search space) import the schema without importing the experiment that runs it.
+The bottom of the package's layers (see ``[tool.importlinter]`` in pyproject.toml): it imports no torch and nothing
+of trustser that runs anything, so every layer above (training, metrics, features, the experiment, the study, the
+CLI's ``--help``) reads the one schema and its vocabularies (schedules, poolings, precisions, ``model_from``,
+``feature_memory``) from here. Two checks consult an implementation's registry, lazily, on construction: attack
+names (``metrics.safety.ATTACKS``) and corruption names (``metrics.corruptions``), the registries being the one
+list of what exists; the import contract names these two exceptions.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from trustser import MAX_SECONDS
-from trustser.metrics.headline import DEFAULT_RESAMPLES, TestOutcomes
-from trustser.metrics.privacy import PROBE_CONFIG
-from trustser.training import TrainConfig, TrainResult
+from trustser.errors import ConfigError
+
+if TYPE_CHECKING:  # result types, for annotations only: importing them would pull in torch
+    from trustser.metrics.headline import TestOutcomes
+    from trustser.training import TrainResult
+
+POOLINGS = ("weighted", "last")
+"""How the head pools layers: a learned softmax-weighted sum (the method's), or the last layer only."""
+
+PRECISIONS = ("fp32", "bf16")
+"""Extraction precision: fp32, or bf16 autocast (``trustser.features``; part of the cache key)."""
+
+MODEL_FROM = ("best_validation",)
+"""How a run's deployable head is chosen: the fold with the best validation UAR (ties: the first fold)."""
+
+FEATURE_MEMORY = ("auto", "memory", "disk")
+"""How much of the feature store is held in memory (``RunConfig.feature_memory``, ``--feature-memory``):
+``auto`` (the default) holds up to half the machine's memory (``TRUSTSER_FEATURE_MEMORY_GB`` overrides it) and reads
+the rest from the cache; ``memory`` holds everything; ``disk`` holds nothing; a number holds up to that many GiB.
+Results do not depend on it (``trustser.features.resident_budget``)."""
+
+PROBE_EPOCHS = 10
+"""The method's probe epochs (its gender probe: 10 epochs), used by the ``paper`` schedule."""
+
+DEFAULT_RESAMPLES = 1000
+"""Bootstrap resamples per metric: about 0.1 s per metric on a fold (measured), nothing next to training."""
+
+
+def feature_memory_gib(setting: str | float | None) -> str | float:
+    """A ``feature_memory`` setting checked: one of ``FEATURE_MEMORY``, or a number of GiB >= 0."""
+    text = "auto" if setting is None else str(setting).strip().lower()
+    if text in FEATURE_MEMORY:
+        return text
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = float("nan")
+    if not gib >= 0:
+        raise ConfigError(f"feature_memory must be one of {', '.join(FEATURE_MEMORY)} or a number of GiB >= 0, "
+                          f"got '{setting}'")
+    return gib
+
+
+SCHEDULES = ("converge", "paper")
+"""How long a head trains.
+
+``converge`` (the default): at least ``min_steps`` optimiser steps, then early stopping once validation UAR has not
+improved for ``patience`` epochs, at most ``max_epochs``; the epoch with the best validation UAR is kept. Why: the
+method's 30 epochs were written for corpora of 4–38 k clips (≥ 1,500 steps); on a corpus of a few hundred clips
+they are 90–200 steps and the head is still climbing when they end (measured on EmoDB: 3 of 5 folds picked their
+last epoch). ``paper``: exactly ``epochs`` epochs (the method's 30), best validation epoch kept — the method's
+recipe, for reproducing its figures.
+"""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Adam on cross-entropy, lr 5e-4, batch 64, model chosen on validation UAR (the method's), trained to
+    convergence with standardised features by default (``SCHEDULES``; ``schedule="paper"``, ``standardize=False``
+    is the method exactly)."""
+
+    epochs: int = 30  # the `paper` schedule's epoch count
+    batch_size: int = 64
+    lr: float = 5e-4
+    width: int = 128
+    pooling: str = "weighted"
+    seed: int = 0
+    min_steps: int = 100  # converge: optimiser steps before early stopping may stop (paper: ignored)
+    schedule: str = "converge"
+    max_epochs: int = 200  # converge: the cap
+    patience: int = 20  # converge: epochs without a better validation UAR before stopping (after the floor)
+    standardize: bool = True  # per-layer, per-dimension standardisation fitted on the training clips
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"train.pooling must be one of {', '.join(POOLINGS)}, got '{self.pooling}'")
+        for name in ("epochs", "batch_size", "width", "max_epochs", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_steps < 0:
+            raise ConfigError(f"train.min_steps must be >= 0, got {self.min_steps}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+
+    def as_params(self) -> dict[str, object]:
+        return asdict(self)
+
+    def epoch_budget(self, steps_per_epoch: int) -> tuple[int, int]:
+        """(epochs that must run, epochs that may run) for a partition giving ``steps_per_epoch`` batches."""
+        if self.schedule == "paper":
+            return self.epochs, self.epochs
+        floor = -(-self.min_steps // steps_per_epoch)
+        return min(floor, self.max_epochs), self.max_epochs
 
 
 @dataclass(frozen=True)
@@ -30,7 +129,7 @@ class TrustConfig:
     attack_train_mode: bool = False
     max_attack_clips: int | None = None  # attack at most this many test clips (deterministic subset), for speed
     probes: bool = True
-    probe_epochs: int = PROBE_CONFIG.epochs  # the `paper` schedule's probe epochs; `converge` probes converge
+    probe_epochs: int = PROBE_EPOCHS  # the `paper` schedule's probe epochs; `converge` probes converge
     measure_cost: bool = True  # latency (median of 3) and peak memory of one 6 s inference, on this machine
     reference: bool = True  # the linear reference probe (reference_linear_uar) on every fold
     bootstrap_resamples: int = DEFAULT_RESAMPLES  # speaker-level bootstrap resamples per interval (0 = none)
@@ -39,7 +138,6 @@ class TrustConfig:
     corruptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from trustser.errors import ConfigError
         from trustser.metrics.safety import ATTACKS
 
         unknown = [a for a in self.attacks if a not in ATTACKS]
@@ -89,10 +187,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         """Values are checked here, on construction, so a bad file or --set fails before anything runs."""
-        from trustser.deploy import MODEL_FROM
-        from trustser.errors import ConfigError
-        from trustser.features import PRECISIONS, resident_budget
-
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: unknown value '{self.precision}'; allowed: {', '.join(sorted(PRECISIONS))}")
         if self.model_from not in MODEL_FROM:
@@ -104,9 +198,23 @@ class RunConfig:
         if not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
         try:
-            resident_budget(self.feature_memory)
+            feature_memory_gib(self.feature_memory)
         except ConfigError as exc:
             raise ConfigError(f"feature_memory: {exc}") from None
+
+
+def config_hash(run_config: Any) -> str:
+    """Identity of what a trial computes: every RunConfig field except where it is logged and how it is shown."""
+    values = asdict(run_config)
+    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory"):
+        values.pop(key, None)
+    if values.get("test_dataset") is None:  # added later: a run without a cross-corpus test keeps its hash
+        values.pop("test_dataset", None)
+        values.pop("test_data_root", None)
+    if not values.get("trust", {}).get("corruptions"):  # added later: without it a configuration keeps its hash
+        values.get("trust", {}).pop("corruptions", None)
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass

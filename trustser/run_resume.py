@@ -14,11 +14,16 @@ deployable model are those of a run that was never interrupted. So the store kee
 dataset, fold, configuration) across kills: should two copies of a fold qualify, the newest is reused and the other
 marked KILLED (superseded), as is one whose artifacts cannot be read (that fold is then computed again).
 
+Inside a study trial the same reuse happens, but the study's workers decide what is dead: they mark a dead trial's
+runs KILLED, its FINISHED folds kept (``study.trial_queue.mark_dead_trial_runs``), and the trial that retries its
+configuration reuses those folds (a fine-tuned fold takes an hour on a CPU: a study killed in its fifth fold resumes
+there, not at its first).
+
 Not resumed: a run whose parent FINISHED (running a finished configuration again measures it again, as a new parent:
 the same command is how one re-measures latency or checks determinism); RUNNING runs whose process lives or whose
 host is another machine (no heartbeat tells a dead remote process from a live one: they are left RUNNING, with a
-warning, and their folds are not reused); runs under a study trial; runs deleted in MLflow (delete a dead run to have
-its folds computed again). One resume of a configuration at a time: two started together would both reuse the folds.
+warning, and their folds are not reused); runs deleted in MLflow (delete a dead run to have its folds computed again).
+One resume of a configuration at a time: two started together would both reuse the folds.
 """
 
 from __future__ import annotations
@@ -97,8 +102,8 @@ def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: A
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
     found = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{RESUME_KEY_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'fold' and tags.`{RESUMABLE_TAG}` = 'true' "
-        "and attributes.status = 'FINISHED'"), order_by=["attributes.end_time DESC"], max_results=1000)
+        f"tags.`{RESUME_KEY_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'fold' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.end_time DESC"], max_results=1000)
     parents: dict[str, Any] = {}
 
     def interrupted(old: str) -> bool:

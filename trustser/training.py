@@ -6,7 +6,7 @@ probe and a study trial all call the same code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,61 +16,8 @@ from torch import Tensor, nn
 
 from trustser.head import EmotionHead
 from trustser.metrics.performance import uar
+from trustser.run_config import SCHEDULES, TrainConfig  # noqa: F401 (re-exported: the schema owns them)
 from trustser.standardize import fit_standardization
-
-
-SCHEDULES = ("converge", "paper")
-"""How long a head trains.
-
-``converge`` (the default): at least ``min_steps`` optimiser steps, then early stopping once validation UAR has not
-improved for ``patience`` epochs, at most ``max_epochs``; the epoch with the best validation UAR is kept. Why: the
-method's 30 epochs were written for corpora of 4–38 k clips (≥ 1,500 steps); on a corpus of a few hundred clips
-they are 90–200 steps and the head is still climbing when they end (measured on EmoDB: 3 of 5 folds picked their
-last epoch). ``paper``: exactly ``epochs`` epochs (the method's 30), best validation epoch kept — the method's
-recipe, for reproducing its figures.
-"""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Adam on cross-entropy, lr 5e-4, batch 64, model chosen on validation UAR (the method's), trained to
-    convergence with standardised features by default (``SCHEDULES``; ``schedule="paper"``, ``standardize=False``
-    is the method exactly)."""
-
-    epochs: int = 30  # the `paper` schedule's epoch count
-    batch_size: int = 64
-    lr: float = 5e-4
-    width: int = 128
-    pooling: str = "weighted"
-    seed: int = 0
-    min_steps: int = 100  # converge: optimiser steps before early stopping may stop (paper: ignored)
-    schedule: str = "converge"
-    max_epochs: int = 200  # converge: the cap
-    patience: int = 20  # converge: epochs without a better validation UAR before stopping (after the floor)
-    standardize: bool = True  # per-layer, per-dimension standardisation fitted on the training clips
-
-    def __post_init__(self) -> None:
-        from trustser.errors import ConfigError
-
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        for name in ("epochs", "batch_size", "width", "max_epochs", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.min_steps < 0:
-            raise ConfigError(f"train.min_steps must be >= 0, got {self.min_steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-
-    def as_params(self) -> dict[str, object]:
-        return asdict(self)
-
-    def epoch_budget(self, steps_per_epoch: int) -> tuple[int, int]:
-        """(epochs that must run, epochs that may run) for a partition giving ``steps_per_epoch`` batches."""
-        if self.schedule == "paper":
-            return self.epochs, self.epochs
-        floor = -(-self.min_steps // steps_per_epoch)
-        return min(floor, self.max_epochs), self.max_epochs
 
 
 @dataclass

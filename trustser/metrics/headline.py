@@ -24,8 +24,7 @@ import numpy as np
 from trustser.metrics import uncertainty as unc
 from trustser.metrics.calibration import CalibrationReport, calibration_report, expected_calibration_error
 
-DEFAULT_RESAMPLES = 1000
-"""Bootstrap resamples per metric: about 0.1 s per metric on a fold (measured), nothing next to training."""
+from trustser.run_config import DEFAULT_RESAMPLES
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Trust profiles: radar charts over the method's five axes, larger area = more trustworthy.
 
-Normalisation (fixed ranges, so a candidate's shape never depends on what it is compared with; 1 = best, values
+Normalisation (``radar_score``, in ``trustser.axes`` beside the axes so that a run's trust profile uses it without
+importing the study; fixed ranges, so a candidate's shape never depends on what it is compared with; 1 = best, values
 clipped to [0, 1]; rates are fractions, not percent):
 
 - performance   (UAR − 0.25) / 0.75          chance level of 4 balanced classes → 0, perfect recall → 1
@@ -24,40 +25,9 @@ from __future__ import annotations
 import math
 from typing import Collection, Mapping
 
-from trustser.study.uncertainty_rules import CHANCE_UAR, MEANINGLESS_AT_CHANCE
-
-AXES = ("performance", "privacy", "safety", "fairness", "sustainability")
-OPTIONAL_AXES = ("robustness",)  # drawn only when some profile has a value for it
-CHANCE_GENDER = 0.5
-GFLOPS_DECADES = (0.0, 2.0)  # log10 range: 1 to 100 GFLOPs
-
-
-def _clip(x: float) -> float:
-    return min(1.0, max(0.0, x))
-
-
-def radar_score(axis: str, value: float | None) -> float:
-    """One axis value → [0, 1] with 1 = most trustworthy; NaN when the value is missing or not finite."""
-    if value is None or not math.isfinite(value):
-        return float("nan")
-    if axis == "performance":
-        return _clip((value - CHANCE_UAR) / (1 - CHANCE_UAR))
-    if axis == "privacy":
-        return _clip((1 - value) / (1 - CHANCE_GENDER))
-    if axis in ("safety", "fairness", "robustness"):
-        return _clip(1 - value)
-    if axis == "sustainability":
-        if value <= 0:
-            return 1.0
-        lo, hi = GFLOPS_DECADES
-        return _clip(1 - (math.log10(value) - lo) / (hi - lo))
-    raise KeyError(f"unknown radar axis '{axis}'; known: {', '.join(AXES + OPTIONAL_AXES)}")
-
-
-def radar_scores(values: Mapping[str, float]) -> dict[str, float]:
-    """The five axes' scores, and an optional axis's where ``values`` has it."""
-    return {axis: radar_score(axis, values.get(axis)) for axis in AXES + OPTIONAL_AXES
-            if axis in AXES or axis in values}
+from trustser.axes import (  # noqa: F401 (re-exported)
+    AXES, CHANCE_GENDER, GFLOPS_DECADES, MEANINGLESS_AT_CHANCE, OPTIONAL_AXES, radar_score, radar_scores,
+)
 
 
 def drawn_axes(profiles: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:

@@ -22,52 +22,23 @@ configurations differing only in head width or pooling tie on this axis, a few p
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 
 from trustser.errors import ConfigError
+from trustser.run_config import (  # noqa: F401 (config_hash re-exported: a trial's identity)
+    POOLINGS, SCHEDULES, RunConfig, TrainConfig, TrustConfig, config_hash,
+)
 
-MAXIMIZE, MINIMIZE = "maximize", "minimize"
+from trustser.axes import (  # noqa: F401 (re-exported: a study optimises these axes)
+    ALL_OBJECTIVES, MAXIMIZE, MINIMIZE, OBJECTIVES, OPTIONAL_OBJECTIVES, Objective,
+)
+
 _DIRECTION_SPELLINGS = {"maximize": MAXIMIZE, "maximise": MAXIMIZE, "minimize": MINIMIZE, "minimise": MINIMIZE}
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A trust axis: its name, the ``run_experiment`` summary key it reads, and which way is better."""
-
-    name: str
-    key: str
-    direction: str  # "maximize" | "minimize" (Optuna's words)
-    label: str  # for tables and plots
-    unit: str = ""
-
-    @property
-    def higher_is_better(self) -> bool:
-        return self.direction == MAXIMIZE
-
-
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("performance", "test_uar_mean", MAXIMIZE, "UAR"),
-    Objective("privacy", "privacy_gender_accuracy_mean", MINIMIZE, "gender-probe acc"),
-    Objective("safety", "safety_fgsm_asr_mean", MINIMIZE, "FGSM ASR"),
-    Objective("fairness", "fairness_equality_of_odds_mean", MINIMIZE, "equality of odds"),
-    Objective("sustainability", "sustainability_gflops", MINIMIZE, "GFLOPs (6 s)", "GFLOPs"),
-)}
-"""The method's five axes, in the order tables and radar charts use."""
-
-OPTIONAL_OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("robustness", "robustness_mean", MINIMIZE, "corruption flip rate"),
-)}
-"""Axes a study or scenario may add to the five: ``robustness`` is the mean prediction flip rate over the corruption
-suite (``trustser.metrics.robustness``), measured only when ``trust.corruptions`` names some."""
-
-ALL_OBJECTIVES: dict[str, Objective] = {**OBJECTIVES, **OPTIONAL_OBJECTIVES}
 
 # `backbone: all` means the method's comparison: every backbone registered with the paper's figures (its seven).
 # Others (whisper_tiny_en, hubert_base, any added later) are listed by name, so adding a backbone leaves every
@@ -79,10 +50,8 @@ SEARCHABLE: dict[str, type] = {
     "epochs": int, "batch_size": int, "seed": int, "min_steps": int, "schedule": str, "max_epochs": int,
     "patience": int, "standardize": bool,
 }
-POOLINGS = ("weighted", "last")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed", "min_steps", "schedule", "max_epochs",
               "patience", "standardize")  # TrainConfig fields
-SCHEDULES = ("converge", "paper")  # trustser.training.SCHEDULES, without importing torch
 TOP_LEVEL = ("name", "dataset", "data_root", "folds", "corpus_options", "random_init", "weights", "max_seconds",
              "seeds", "train", "trust", "search", "objectives", "sampler")
 SAMPLERS = ("grid", "random", "nsga2")
@@ -136,9 +105,6 @@ class StudySpace:
 
     def run_config(self, params: Mapping[str, Any], experiment: str | None = None, progress: bool = False):
         """The ``RunConfig`` one trial evaluates: fixed settings, then the trial's choices."""
-        from trustser.experiment import RunConfig, TrustConfig
-        from trustser.training import TrainConfig
-
         train_values = {**dict(self.train), **{k: v for k, v in params.items() if k in TRAIN_KEYS}}
         extra = dict(self.run)
         if self.max_seconds is not None:
@@ -176,20 +142,6 @@ def config_label(params: Mapping[str, Any]) -> str:
     """A readable name for a configuration: the backbone, then the other choices as key=value."""
     rest = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items() if k != "backbone")
     return f"{params.get('backbone', '?')} {rest}".strip()
-
-
-def config_hash(run_config: Any) -> str:
-    """Identity of what a trial computes: every RunConfig field except where it is logged and how it is shown."""
-    values = asdict(run_config)
-    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory"):
-        values.pop(key, None)
-    if values.get("test_dataset") is None:  # added later: a run without a cross-corpus test keeps its hash
-        values.pop("test_dataset", None)
-        values.pop("test_data_root", None)
-    if not values.get("trust", {}).get("corruptions"):  # added later: without it a configuration keeps its hash
-        values.get("trust", {}).pop("corruptions", None)
-    text = json.dumps(values, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_space(path: str | Path) -> StudySpace:
@@ -261,8 +213,6 @@ def _run_keys() -> list[str]:
     """RunConfig settings a study file may fix beside the keys it has always had (one schema: trustser.run_config)."""
     from dataclasses import fields
 
-    from trustser.run_config import RunConfig
-
     managed = set(TOP_LEVEL) | {"backbone", "train", "trust", "experiment", "progress"}
     return [f.name for f in fields(RunConfig) if f.name not in managed]
 
@@ -270,7 +220,6 @@ def _run_keys() -> list[str]:
 def _parse_run(raw: Mapping[str, Any], run_keys: list[str], searched: dict[str, Any], source: str,
                fail) -> tuple[tuple[str, Any], ...]:
     from trustser.config_schema import from_mapping
-    from trustser.run_config import RunConfig
 
     given = {k: raw[k] for k in run_keys if k in raw}
     for key in given:
@@ -382,7 +331,6 @@ def _parse_trust(raw: Any, fail) -> tuple[tuple[str, Any], ...]:
     """Settings of ``trustser.experiment.TrustConfig``, checked against its fields and their defaults' types."""
     from dataclasses import fields
 
-    from trustser.experiment import TrustConfig
 
     if not isinstance(raw, dict):
         raise fail("trust", f"expected a mapping of trust settings, got {raw!r}")

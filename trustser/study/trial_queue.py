@@ -104,8 +104,9 @@ def fail_stale_trials(study) -> None:
 
 def mark_dead_trial_runs(study, parent_run_id: str) -> list[str]:
     """Mark KILLED the MLflow runs of this study's trials that died: a trial run still RUNNING whose trial is not
-    (its heartbeat went stale and it was failed), with every run nested under it, FINISHED ones included (their
-    configuration is evaluated again by the retry). Returns the run ids marked."""
+    (its heartbeat went stale and it was failed), with every run nested under it that had not finished. FINISHED fold
+    runs keep their status: the retried trial reuses them (``run_resume.resume_folds``) instead of computing a fold
+    that took an hour again. Returns the run ids marked."""
     import mlflow
     from optuna.trial import TrialState
 
@@ -124,8 +125,8 @@ def mark_dead_trial_runs(study, parent_run_id: str) -> list[str]:
         if state is None or state in (TrialState.RUNNING, TrialState.WAITING):
             continue
         reason = (f"trial {number} of study {study.study_name} died (no heartbeat; Optuna state {state.name}); its "
-                  "configuration is evaluated again by a retried trial")
-        marked += tracking.kill_run_tree(client, run, experiment_id, reason)
+                  "configuration is evaluated again by a retried trial, which reuses its finished folds")
+        marked += tracking.kill_run_tree(client, run, experiment_id, reason, finished_too=False)
     if marked:
         log.warning("marked %d MLflow run(s) of dead trials KILLED", len(marked))
     return marked

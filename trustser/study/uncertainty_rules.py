@@ -39,13 +39,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from trustser import EMOTIONS
-from trustser.study.space import ALL_OBJECTIVES
+from trustser.axes import ALL_OBJECTIVES, CHANCE_UAR, MEANINGLESS_AT_CHANCE  # noqa: F401 (re-exported)
 
-CHANCE_UAR = 1 / len(EMOTIONS)  # 0.25 for the method's four classes
 CHANCE_MARGIN = 0.02  # without an interval: a point UAR up to chance + this counts as chance level
 LEVEL = "95 %"  # the level of the logged intervals
-MEANINGLESS_AT_CHANCE = ("safety", "fairness", "robustness")  # axes a chance-level classifier wins for free
 
 
 def interval_keys(axis: str) -> tuple[str, str] | None:

@@ -1,4 +1,8 @@
-"""Privacy: how much the frozen embeddings reveal about who is speaking.
+"""Privacy probes: how much the frozen embeddings reveal about who is speaking.
+
+Beside ``trustser.training`` (they are heads trained by ``train_head``), not among the metrics, which are pure
+functions of arrays.
+
 
 - Gender probe (the method's privacy metric): the emotion head's architecture trained on the same cached features
   to predict gender (Adam, lr 5e-4, 10 epochs, model chosen on validation UAR), trained on the fold's train
@@ -26,9 +30,10 @@ from torch import Tensor
 
 from trustser.corpora.base import GENDERS, UNKNOWN_SPEAKER, Clip
 from trustser.metrics.performance import uar
-from trustser.training import TrainConfig, predict, train_head
+from trustser.run_config import PROBE_EPOCHS, TrainConfig
+from trustser.training import predict, train_head
 
-PROBE_CONFIG = TrainConfig(epochs=10)
+PROBE_CONFIG = TrainConfig(epochs=PROBE_EPOCHS)
 """The method's probe: its head, lr 5e-4, and (``paper`` schedule) 10 epochs. Under the default ``converge``
 schedule the probes train like the emotion head (step floor, early stopping on validation UAR, standardised
 features): on a small corpus such as EmoDB (~200 training clips, 4 steps per epoch) 10 epochs are 40 steps, after

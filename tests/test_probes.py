@@ -8,7 +8,7 @@ import math
 import torch
 
 from trustser.corpora.base import Clip
-from trustser.metrics.privacy import gender_probe, speaker_probe, within_speaker_split
+from trustser.probes import gender_probe, speaker_probe, within_speaker_split
 from trustser.training import TrainConfig
 
 FAST = TrainConfig(schedule="paper", epochs=2)
