@@ -192,7 +192,8 @@ def unit_costs(results: Mapping[str, Any]) -> UnitCosts:
 
 def head_macs_per_frame(hidden_states: int, hidden_size: int, width: int = HEAD_WIDTH) -> float:
     """Multiply-accumulates of the head per frame: the layer-weighted sum, then the two k=1 convolutions (the
-    pooled MLP runs once per clip and is left out). Matches calflops' head count within 1 %."""
+    pooled MLP runs once per clip and is left out). Within 1 % of half calflops' head FLOPs (its MAC figure leaves
+    the layer sum out)."""
     return hidden_states * hidden_size + hidden_size * width + width * width
 
 

@@ -137,3 +137,14 @@ def test_corpus_lengths_and_shares_are_the_sweep_extrapolation_s(est):
         c = sweep.CORPORA[name]
         assert (grid.mean_s, grid.folds, grid.train, grid.val, grid.test) == (
             c["mean_s"], c["folds"], c["train"], c["val"], c["test"]), name
+
+
+def test_the_head_cost_per_frame_is_calflops_head_count(est):
+    """The per-frame head formula the probes and training are scaled by agrees with the complete count's head."""
+    from trustser.metrics.sustainability import count_flops
+
+    report = count_flops("whisper_tiny", 6.0)
+    scale = est.backbone_scales(["whisper_tiny"], source="paper")[0]["whisper_tiny"]
+    assert report.frames == 6.0 * scale.frames_per_s
+    # FLOPs / 2: calflops' MAC figure leaves the layer-weighted sum out (an element-wise product and a sum)
+    assert scale.head_macs_per_frame == pytest.approx(report.head_flops / 2 / report.frames, rel=0.01)
