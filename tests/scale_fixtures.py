@@ -121,7 +121,7 @@ class Sweep:
         self.processes.append(process)
         return process
 
-    def run(self, args: list[str], env: dict[str, str], log: Path, timeout: float = 300) -> int:
+    def run(self, args: list[str], env: dict[str, str], log: Path, timeout: float = 600) -> int:
         process = self.start(args, env, log)
         try:
             return process.wait(timeout=timeout)
