@@ -34,7 +34,7 @@ def _other_value(field) -> str:
     special = {"schedule": "paper", "pooling": "last", "precision": "bf16", "feature_memory": "disk",
                "attacks": "fgsm", "corruptions": "white_snr10", "backbone": "apc", "dataset": "crema_d",
                "folds": "1,3", "corpus_options": "merge_excited=false", "sweep_snrs": "40,45",
-               "model_from": "best_validation"}
+               "model_from": "best_validation", "device": "cpu"}
     name = field.key.rsplit(".", 1)[-1]
     if name in special:
         return special[name]

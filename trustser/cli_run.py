@@ -69,6 +69,8 @@ SHORTHANDS: tuple[Shorthand, ...] = (
     Shorthand("--feature-memory", "feature_memory", "Cached features held in memory: auto (up to half the "
               "machine's memory, or $TRUSTSER_FEATURE_MEMORY_GB), memory (all), disk (none: read a batch at a time), "
               "or a number of GiB. The rest is read from the cache on access; results are the same."),
+    Shorthand("--device", "device", "Where models run: auto (a CUDA GPU when torch sees one, else the CPU), cpu, "
+              "cuda or cuda:N. Logged; cached features serve every device."),
     Shorthand("--unfreeze-top", "unfreeze_top", "Fine-tune the top k encoder layers with the head (0 = frozen "
               "backbone)."),
     Shorthand("--snr", "trust.snr_db", "Attack SNR in dB."),

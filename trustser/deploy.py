@@ -80,8 +80,8 @@ def write_model_files(directory: Path, backbone: Any, head: Any, card: ModelCard
     directory.mkdir(parents=True, exist_ok=True)
     files = {"backbone": directory / "backbone.safetensors", "head": directory / "head.safetensors",
              "card": directory / "model.json"}
-    save_file({k: v.detach().contiguous() for k, v in backbone.state_dict().items()}, str(files["backbone"]))
-    save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(files["head"]))
+    save_file({k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}, str(files["backbone"]))
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(files["head"]))
     files["card"].write_text(json.dumps(asdict(card), indent=1))
     return {k: str(v) for k, v in files.items()}
 

@@ -23,6 +23,7 @@ from trustser import EMOTIONS, MAX_SECONDS, tracking
 from trustser.backbones.loading import load_backbone
 from trustser.corpora import CorpusIndex, Fold, load_corpus
 from trustser.cross_corpus import CrossCorpus, check_distinct, cross_metrics
+from trustser.devices import module_device, resolve_device
 from trustser.errors import ConfigError
 from trustser.features import ExtractionStats, FeatureStore, extract_features, resident_budget
 from trustser.metrics.fairness import fairness_report
@@ -67,6 +68,7 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     embeddings and the attacks go through the backbone with the trained top layers.
     """
     labels = {c: index.clips[c].label for c in index.clips}
+    device = module_device(backbone) if backbone is not None else None  # where the run's models live
     model_factory = None  # builds a fresh fine-tuning model (top layers + head) per training seed
     if unfreeze_top:
         from functools import partial
@@ -77,7 +79,7 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
                                 config.pooling)
     model = model_factory() if model_factory else None
     result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), config,
-                        progress=progress, desc=f"{fold.name} train", model=model)
+                        progress=progress, desc=f"{fold.name} train", model=model, device=device)
     head, attacked_backbone, cached = result.head, backbone, features
     if unfreeze_top:
         from trustser.finetune import live_features, with_trained_top
@@ -100,7 +102,7 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
     metrics.update(result.summary())
     if seeds > 1:
         # the cached features, not the first seed's live ones: each seed trains its own top layers on them
-        metrics.update(seed_spread(cached, labels, fold, config, seeds, metrics["test_uar"], model_factory))
+        metrics.update(seed_spread(cached, labels, fold, config, seeds, metrics["test_uar"], model_factory, device))
     if cross is not None:  # the same model on all of another corpus (trustser.cross_corpus)
         cross_features = cross.features
         if unfreeze_top:
@@ -114,8 +116,8 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
         details["warning"] = reference_warning(metrics["test_uar"], reference.uar)
     if trust.probes:
         probe_config = probe_train_config(config, trust)
-        gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config)
-        speaker = speaker_probe(features, index.clips, fold.train, probe_config)
+        gender = gender_probe(features, index.clips, fold.train, fold.validation, fold.test, probe_config, device)
+        speaker = speaker_probe(features, index.clips, fold.train, probe_config, device)
         metrics.update(gender.to_dict("privacy_gender"))
         metrics.update(speaker.to_dict("privacy_speaker"))
         details["probes"] = {"gender": gender, "speaker": speaker}
@@ -169,14 +171,14 @@ def test_outcomes(index: CorpusIndex, test_ids: list[str], y_true: np.ndarray, y
 
 
 def seed_spread(features: FeatureStore, labels: dict[str, int], fold: Fold, config: TrainConfig, seeds: int,
-                first_uar: float, model_factory: Any) -> dict[str, float]:
+                first_uar: float, model_factory: Any, device: Any = None) -> dict[str, float]:
     """Test UAR of the same recipe trained with seeds seed+1 .. seed+N-1 beside the first seed's: how much of a
     difference between two configurations the training noise alone can make. Trust metrics use the first seed."""
     values = [first_uar]
     for offset in range(1, seeds):
         seeded = replace(config, seed=config.seed + offset)
         result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), seeded,
-                            model=model_factory() if model_factory else None)
+                            model=model_factory() if model_factory else None, device=device)
         head = result.head.head if hasattr(result.head, "top") else result.head
         test_features = features
         if hasattr(result.head, "top"):
@@ -265,6 +267,8 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
     folds = select_folds(index.folds, config.folds)
     backbone, source = load_backbone(config.backbone, config.weights, config.random_init, config.train.seed,
                                      offline=config.offline)
+    device = resolve_device(config.device)  # a missing GPU fails here, before the run exists
+    backbone.to(device)
     tracking.setup_tracking(config.experiment)
     nested = mlflow.active_run() is not None  # inside a study trial: this run nests under the trial's run
     chash = config_hash(config)
@@ -283,7 +287,8 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
                 mark_dead_runs(chash, parent_id)
             except Exception as exc:  # bookkeeping of earlier runs (the tracking server away a moment) costs no run
                 log.warning("could not look for dead runs of this configuration: %s", exc)
-        tracking.log_params_safely(parent_params(config, source, index, backbone.num_parameters()))
+        tracking.log_params_safely({**parent_params(config, source, index, backbone.num_parameters()),
+                                    "device": config.device, "device_used": str(device)})
         t0 = time.perf_counter()
         features, stats = extract_features(index, backbone, source, config.cache_dir, config.max_seconds,
                                            progress=config.progress, precision=config.precision,

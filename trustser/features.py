@@ -33,6 +33,7 @@ from trustser.audio import load_audio
 from trustser.backbones.base import Backbone
 from trustser.backbones.weights import WeightsSource
 from trustser.corpora.base import CorpusIndex
+from trustser.devices import module_device
 from trustser.errors import AudioError, ConfigError
 from trustser.paths import cache_dir, write_atomically
 from trustser.run_config import feature_memory_gib
@@ -71,13 +72,23 @@ class CorruptEntry(Exception):
     pass
 
 
-def write_entry(path: Path, hidden: Tensor) -> None:
+def write_entry(path: Path, hidden: Tensor, device: str = "cpu") -> None:
+    """``device``: the device type the features were computed on, recorded in the entry's metadata (``entry_device``)
+    so that a cache filled on a GPU says so; entries serve every device, their key does not include it."""
     from safetensors.torch import save_file
 
     data = hidden.to(torch.float16).contiguous()
     crc = zlib.crc32(data.numpy().tobytes())
-    write_atomically(path, lambda tmp: save_file({"hidden": data}, tmp,
-                                                 metadata={"crc32": str(crc), "format": str(FORMAT_VERSION)}))
+    metadata = {"crc32": str(crc), "format": str(FORMAT_VERSION), "device": device}
+    write_atomically(path, lambda tmp: save_file({"hidden": data}, tmp, metadata=metadata))
+
+
+def entry_device(path: Path) -> str:
+    """The device type an entry was computed on ("cpu" for entries written before devices were recorded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("device", "cpu")
 
 
 def read_entry(path: Path) -> Tensor:
@@ -322,7 +333,7 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
         if precision == "bf16" and runner is backbone:
             runner = bf16_weights_twin(backbone)  # built once, on the first clip that needs computing
         hidden = compute_hidden(runner, torch.from_numpy(samples), precision)
-        write_entry(entry, hidden)
+        write_entry(entry, hidden, device=module_device(runner).type)
         features[clip_id] = placer.place(hidden.to(torch.float16), entry)
         stats.computed += 1
     placer.report(len(features), stats)
@@ -357,11 +368,13 @@ def bf16_weights_twin(backbone: Backbone) -> Backbone:
 
 @torch.inference_mode()
 def compute_hidden(backbone: Backbone, samples: Tensor, precision: str = "fp32") -> Tensor:
-    """One clip's hidden states [layers, frames, hidden] (fp32 out; the cache stores fp16)."""
+    """One clip's hidden states [layers, frames, hidden] (fp32, on the CPU; the cache stores fp16), computed on the
+    backbone's device (``trustser.devices``)."""
     dtype = PRECISIONS[precision]
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-        out = backbone(samples[None], torch.tensor([samples.shape[0]]))
+    device = module_device(backbone)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        out = backbone(samples[None].to(device), torch.tensor([samples.shape[0]], device=device))
     frames = int(out.mask[0].sum())
-    return out.hidden[0, :, :frames].float()
+    return out.hidden[0, :, :frames].float().cpu()
 
 

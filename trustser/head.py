@@ -87,8 +87,9 @@ class EmotionHead(nn.Module):
             combined = torch.cat([torch.einsum("l,lth->th", weights, c.float()) for c in clips])
         x = F.relu(F.linear(combined, self.conv1.weight.squeeze(-1), self.conv1.bias))
         x = F.linear(x, self.conv2.weight.squeeze(-1), self.conv2.bias)  # [N, width]
-        segment = torch.repeat_interleave(torch.arange(len(clips)), lengths)
-        pooled = torch.zeros(len(clips), x.shape[1], dtype=x.dtype).index_add_(0, segment, x)
+        lengths = lengths.to(x.device)
+        segment = torch.repeat_interleave(torch.arange(len(clips), device=x.device), lengths)
+        pooled = torch.zeros(len(clips), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, segment, x)
         pooled = pooled / lengths[:, None].clamp(min=1).to(x.dtype)
         return self.fc2(F.relu(self.fc1(pooled)))
 

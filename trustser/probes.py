@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -66,8 +66,8 @@ def undefined(reason: str, n_classes: int = 0, excluded_unknown: int = 0) -> Pro
 
 
 def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Sequence[str], val: Sequence[str],
-           test: Sequence[str], n_classes: int, config: TrainConfig) -> ProbeResult:
-    result = train_head(features, labels, list(train), list(val), n_classes, config, desc="probe")
+           test: Sequence[str], n_classes: int, config: TrainConfig, device: Any = None) -> ProbeResult:
+    result = train_head(features, labels, list(train), list(val), n_classes, config, desc="probe", device=device)
     y_true = np.array([labels[c] for c in test])
     y_pred = predict(result.head, features, list(test), config.batch_size)
     correct = y_true == y_pred
@@ -77,7 +77,9 @@ def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Seq
 
 
 def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], train: Sequence[str],
-                 validation: Sequence[str], test: Sequence[str], config: TrainConfig = PROBE_CONFIG) -> ProbeResult:
+                 validation: Sequence[str], test: Sequence[str], config: TrainConfig = PROBE_CONFIG,
+                 device: Any = None) -> ProbeResult:
+    """Gender probe; ``device``: where it trains (``train_head``)."""
     every = (*train, *validation, *test)
     labels = {c: GENDERS.index(clips[c].gender) for c in every if clips[c].gender in GENDERS}
     excluded = len(set(every) - set(labels))
@@ -87,7 +89,7 @@ def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], trai
         if len(present) < 2:
             return undefined(f"gender probe undefined: the {name} partition has clips of {len(present)} gender(s)", 2,
                              excluded)
-    return replace(_probe(features, labels, *parts, 2, config), excluded_unknown=excluded)
+    return replace(_probe(features, labels, *parts, 2, config, device), excluded_unknown=excluded)
 
 
 def within_speaker_split(clip_ids: Sequence[str], clips: Mapping[str, Clip]) -> tuple[list[str], list[str], list[str]]:
@@ -109,7 +111,8 @@ def within_speaker_split(clip_ids: Sequence[str], clips: Mapping[str, Clip]) -> 
 
 
 def speaker_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], speaker_clip_ids: Sequence[str],
-                  config: TrainConfig = PROBE_CONFIG) -> ProbeResult:
+                  config: TrainConfig = PROBE_CONFIG, device: Any = None) -> ProbeResult:
+    """Speaker probe; ``device``: where it trains (``train_head``)."""
     known = [c for c in speaker_clip_ids if clips[c].speaker != UNKNOWN_SPEAKER]
     excluded = len(set(speaker_clip_ids) - set(known))
     speakers = sorted({clips[c].speaker for c in known})
@@ -120,4 +123,5 @@ def speaker_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], spe
     if not test or not val:
         return undefined("speaker probe undefined: too few clips per speaker for a within-speaker split", len(speakers),
                          excluded)
-    return replace(_probe(features, labels, train, val, test, len(speakers), config), excluded_unknown=excluded)
+    return replace(_probe(features, labels, train, val, test, len(speakers), config, device),
+                   excluded_unknown=excluded)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,18 @@ FEATURE_MEMORY = ("auto", "memory", "disk")
 ``auto`` (the default) holds up to half the machine's memory (``TRUSTSER_FEATURE_MEMORY_GB`` overrides it) and reads
 the rest from the cache; ``memory`` holds everything; ``disk`` holds nothing; a number holds up to that many GiB.
 Results do not depend on it (``trustser.features.resident_budget``)."""
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""Where a run computes (``trustser.devices``): auto (a CUDA device when torch sees one), cpu, cuda, cuda:N."""
+
+
+def check_device(setting: str) -> str:
+    """A ``device`` setting checked for its form (whether this machine has it is ``devices.resolve_device``'s)."""
+    text = str(setting).strip().lower()
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise ConfigError(f"device: unknown value '{setting}'; allowed: auto, cpu, cuda, cuda:N")
+    return text
+
 
 PROBE_EPOCHS = 10
 """The method's probe epochs (its gender probe: 10 epochs), used by the ``paper`` schedule."""
@@ -172,6 +185,7 @@ class RunConfig:
     max_seconds: float = MAX_SECONDS
     precision: str = "fp32"  # feature extraction: fp32 or bf16 autocast
     feature_memory: str = "auto"  # held in memory: auto, memory, disk or GiB (trustser.features.FEATURE_MEMORY)
+    device: str = "auto"  # where models run: auto, cpu, cuda, cuda:N (trustser.devices); not part of config_hash
     train: TrainConfig = field(default_factory=TrainConfig)
     unfreeze_top: int = 0  # fine-tuning: number of top encoder layers trained (0 = frozen backbone)
     seeds: int = 1  # training seeds per fold (seed, seed+1, ...): the spread of test UAR over them is logged
@@ -197,6 +211,7 @@ class RunConfig:
             raise ConfigError(f"unfreeze_top must be >= 0, got {self.unfreeze_top}")
         if not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+        check_device(self.device)
         try:
             feature_memory_gib(self.feature_memory)
         except ConfigError as exc:
@@ -204,9 +219,11 @@ class RunConfig:
 
 
 def config_hash(run_config: Any) -> str:
-    """Identity of what a trial computes: every RunConfig field except where it is logged and how it is shown."""
+    """Identity of what a trial computes: every RunConfig field except where it is logged, how it is shown, and
+    where it runs (``device``, ``feature_memory``: the same computation; on a GPU the last bits differ, within the
+    tolerance ``scripts/gpu_check.py`` measures)."""
     values = asdict(run_config)
-    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory"):
+    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory", "device"):
         values.pop(key, None)
     if values.get("test_dataset") is None:  # added later: a run without a cross-corpus test keeps its hash
         values.pop("test_dataset", None)

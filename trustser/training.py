@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trustser.devices import module_device
 from trustser.head import EmotionHead
 from trustser.metrics.performance import uar
 from trustser.run_config import SCHEDULES, TrainConfig  # noqa: F401 (re-exported: the schema owns them)
@@ -62,10 +63,13 @@ def clip_frames(features: Mapping[str, Tensor], clip_id: str) -> int:
 
 
 def batch_logits(model: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str]) -> Tensor:
-    """Logits of a batch of cached clips: the per-clip fast path where the model has one, else a padded batch."""
+    """Logits of a batch of cached clips, on the model's device: the per-clip fast path where the model has one,
+    else a padded batch. (Moving a CPU tensor to the CPU is a no-op: CPU runs are unchanged.)"""
+    device = module_device(model)
     if hasattr(model, "forward_clips"):
-        return model.forward_clips([features[i] for i in ids])
-    return model(*collate(features, ids))
+        return model.forward_clips([features[i].to(device) for i in ids])
+    hidden, mask = collate(features, ids)
+    return model(hidden.to(device), mask.to(device))
 
 
 @torch.no_grad()
@@ -77,7 +81,7 @@ def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequenc
     chunks = []
     for start in range(0, len(ids), batch_size):
         chunk = order[start : start + batch_size]
-        chunks.append(batch_logits(head, features, [ids[i] for i in chunk]))
+        chunks.append(batch_logits(head, features, [ids[i] for i in chunk]).cpu())
     logits = torch.cat(chunks)
     out = torch.empty_like(logits)
     out[torch.tensor(order)] = logits
@@ -90,11 +94,13 @@ def predict(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str],
 
 def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_ids: Sequence[str],
                val_ids: Sequence[str], num_classes: int, config: TrainConfig = TrainConfig(),
-               progress: bool = False, desc: str = "train", model: nn.Module | None = None) -> TrainResult:
+               progress: bool = False, desc: str = "train", model: nn.Module | None = None,
+               device: torch.device | str | None = None) -> TrainResult:
     """Adam on cross-entropy; keeps the epoch with the best validation UAR.
 
     ``model`` defaults to a fresh EmotionHead sized from the features; a fine-tuning model (top encoder layers run
-    live on cached lower states, then the head) is passed in instead and trained the same way.
+    live on cached lower states, then the head) is passed in instead and trained the same way. ``device``: where it
+    trains (default: where ``model`` is, the CPU for a fresh head); the returned head stays there.
     """
     if not train_ids or not val_ids:
         raise ValueError(f"{desc}: empty train ({len(train_ids)}) or validation ({len(val_ids)}) partition")
@@ -109,6 +115,9 @@ def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_
     if config.standardize:
         standardization = fit_standardization(features, train_ids)  # training clips only: no leakage
         standardized_head(head).set_standardization(standardization.mean, standardization.std)
+    if device is not None:
+        head.to(device)
+    target_device = module_device(head)
     optimiser = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=config.lr)
     y_val = np.array([labels[i] for i in val_ids])
     best = (-1.0, 0, None)
@@ -122,7 +131,7 @@ def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_
         total, seen = 0.0, 0
         for start in range(0, len(perm), config.batch_size):
             ids = [train_ids[i] for i in perm[start : start + config.batch_size]]
-            target = torch.tensor([labels[i] for i in ids])
+            target = torch.tensor([labels[i] for i in ids], device=target_device)
             loss = F.cross_entropy(batch_logits(head, features, ids), target)
             optimiser.zero_grad()
             loss.backward()

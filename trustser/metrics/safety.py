@@ -78,6 +78,7 @@ import torch
 from torch import Tensor, nn
 
 from trustser import MAX_SECONDS
+from trustser.devices import module_device
 from trustser.errors import UnknownNameError
 
 DEFAULT_SNR_DB = 45.0
@@ -369,12 +370,6 @@ def summarise(attack: str, snr: float, records: Sequence[ClipResult], settings: 
 
 
 # ------------------------------------------------------------------------------------------------ the attacks
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _clip_seed(seed: int, clip_id: str) -> int:
     return zlib.crc32(f"{seed}:{clip_id}".encode())
 
@@ -674,7 +669,7 @@ def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Seq
         raise ValueError("waves, labels, clip_ids and clean_predictions must have the same length")
     from tqdm.auto import tqdm
 
-    device = _device_of(classifier)
+    device = module_device(classifier)
     was_training = classifier.training
     records: dict[float, list[ClipResult]] = {snr: [] for snr in snrs}
     ids = [str(clip_ids[i]) if clip_ids is not None else str(i) for i in range(len(waves))]
