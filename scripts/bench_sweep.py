@@ -41,6 +41,7 @@ def sweep_child(spec_path: str) -> None:
     """Runs in a fresh process: ``run_experiment`` with each stage's entry point wrapped by a timer."""
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
+    import trustser.evaluation as evaluation
     import trustser.experiment as ex
     from trustser.metrics import sustainability as sus
     from trustser.probes import PROBE_CONFIG, within_speaker_split
@@ -91,10 +92,10 @@ def sweep_child(spec_path: str) -> None:
     timed(ex, "load_backbone", "load_backbone")
     timed(tracking, "setup_tracking", "mlflow_setup")
     timed(ex, "extract_features", "extract", keep="extract")
-    timed(ex, "train_head", "train")
-    timed(ex, "gender_probe", "probes")
-    timed(ex, "speaker_probe", "probes")
-    timed(ex, "evaluate_safety", "attacks")
+    timed(evaluation, "train_head", "train")
+    timed(evaluation, "gender_probe", "probes")
+    timed(evaluation, "speaker_probe", "probes")
+    timed(evaluation, "evaluate_safety", "attacks")
     timed(sus, "count_flops", "flops_count")
     timed(sus, "measure_latency", "flops_latency_memory")
     timed(sus, "measure_peak_memory", "flops_latency_memory")

@@ -140,7 +140,7 @@ def test_non_riff_files_are_left_to_the_decoder(tmp_path):
 def test_extraction_skips_a_truncated_clip_counts_it_and_drops_it_from_the_folds(mini_emodb):
     from trustser.backbones.loading import load_backbone
     from trustser.corpora import load_corpus
-    from trustser.features import extract_features
+    from trustser.features import drop_unusable, extract_features
 
     index = load_corpus("emodb", mini_emodb)
     cut, kept = sorted(index.clips)[:2]
@@ -149,6 +149,8 @@ def test_extraction_skips_a_truncated_clip_counts_it_and_drops_it_from_the_folds
     backbone, source = load_backbone("whisper_tiny", random_init=True)
     features, stats = extract_features(index, backbone, source, clip_ids=[cut, kept], progress=False)
     assert list(features) == [kept] and stats.skipped == {"truncated": 1}
+    assert [(c, reason) for c, reason, _ in stats.dropped] == [(cut, "truncated")] and cut in index.clips
+    drop_unusable(index, stats)
     assert [(s.item, s.reason) for s in index.skipped] == [(str(mini_emodb / "wav" / f"{cut}.wav"), "truncated")]
     assert index.skip_counts()["truncated"] == 1
     assert all(cut not in part for f in index.folds for part in f.partitions().values())

@@ -10,7 +10,7 @@ import torch
 
 from trustser.backbones.loading import load_backbone
 from trustser.corpora import load_corpus
-from trustser.features import CorruptEntry, extract_features, feature_dir, read_entry, write_entry
+from trustser.features import CorruptEntry, drop_unusable, extract_features, feature_dir, read_entry, write_entry
 
 
 class CountingBackbone(torch.nn.Module):
@@ -99,7 +99,10 @@ def test_corrupt_and_empty_wavs_are_skipped_counted_and_dropped_from_folds(mini_
     backbone, source = load_backbone("whisper_tiny", random_init=True)
     features, stats = extract_features(index, backbone, source, progress=False)
     assert sum(stats.skipped.values()) == 2 and stats.skipped["unreadable"] >= 1
-    assert len(index.clips) == len(features) == n - 2
+    assert len(features) == n - 2 and len(stats.dropped) == 2
+    assert len(index.clips) == n  # extraction does not edit the index it reads: the caller drops
+    drop_unusable(index, stats)
+    assert len(index.clips) == n - 2
     skipped = {s.item for s in index.skipped}
     assert str(wavs[0]) in skipped and str(wavs[1]) in skipped
     assert all(c in index.clips for f in index.folds for part in f.partitions().values() for c in part)

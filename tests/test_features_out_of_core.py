@@ -73,8 +73,9 @@ def test_training_probes_reference_and_evaluation_give_the_same_metrics_out_of_c
     out_of_core = open_store(entries, KEY, budget_bytes=0)
     assert out_of_core.out_of_core
     fold = index.folds[0]
-    expected, trained, _ = evaluate_fold(index, in_memory, fold, config, trust=trust)
-    got, trained_ooc, _ = evaluate_fold(index, out_of_core, fold, config, trust=trust)
+    memory_run = evaluate_fold(index, in_memory, fold, config, trust=trust)
+    disk_run = evaluate_fold(index, out_of_core, fold, config, trust=trust)
+    expected, trained, got, trained_ooc = memory_run.metrics, memory_run.train, disk_run.metrics, disk_run.train
     assert expected.keys() == got.keys() and not _finite_equal(expected, got)
     assert trained.history == trained_ooc.history
     assert all(torch.equal(a, b) for a, b in zip(trained.head.state_dict().values(),
@@ -114,7 +115,7 @@ CAPPED_CHILD = textwrap.dedent("""
     store = open_store(entries, KEY, budget_bytes=0)  # every entry verified, none held
     config = TrainConfig(schedule="paper", epochs=2)
     trust = TrustConfig(safety=False, measure_cost=False, bootstrap_resamples=50, probe_epochs=1)
-    metrics, _, _ = evaluate_fold(index, store, index.folds[0], config, trust=trust)
+    metrics = evaluate_fold(index, store, index.folds[0], config, trust=trust).metrics
     peak_rss = status("VmHWM")
     held, loaded = [], 0
     try:  # the same store held in memory, under the same limit: it must not fit, or the test proves nothing

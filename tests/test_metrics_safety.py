@@ -326,9 +326,9 @@ def test_attack_batch_size_must_be_positive():
 @pytest.mark.parametrize("given", [None, [1, 0, 0, 0, 0, 0, 0]])
 def test_batched_attacks_equal_per_clip_attacks_on_clips_of_different_lengths(attack, batch_size, window, given,
                                                                              monkeypatch):
-    from trustser.metrics import safety
+    from trustser.metrics.safety import runner
 
-    monkeypatch.setattr(safety, "SORT_WINDOW_BATCHES", window)  # window 1: several length-sorted windows
+    monkeypatch.setattr(runner, "SORT_WINDOW_BATCHES", window)  # window 1: several length-sorted windows
     ids, waves = list(VARIED), list(VARIED.values())
     kwargs = dict(clip_ids=ids, clean_predictions=given)
     per_clip = run_attack(stub_classifier(), waves, [0] * len(ids), attack, (30.0, 45.0), **kwargs,
@@ -351,12 +351,12 @@ def test_batched_attacks_equal_per_clip_attacks_on_clips_of_different_lengths(at
 
 
 def test_batch_size_one_is_the_per_clip_path_and_pgd_and_train_mode_never_batch(monkeypatch):
-    from trustser.metrics import safety
+    from trustser.metrics.safety import runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("batched path taken")
 
-    monkeypatch.setattr(safety, "_attack_batch", refuse)
+    monkeypatch.setattr(runner, "_attack_batch", refuse)
     run_attack(stub_classifier(), WAVES, LABELS, "fgsm", settings=AttackSettings(batch_size=1))
     run_attack(stub_classifier(), WAVES, LABELS, "gaussian", settings=AttackSettings(batch_size=1))
     run_attack(stub_classifier(), WAVES, LABELS, "pgd", settings=AttackSettings(batch_size=8, pgd_steps=1))
@@ -396,7 +396,7 @@ def test_batched_attacks_equal_per_clip_attacks_on_every_backbone_family(name):
     classifier = WaveformClassifier(backbone, EmotionHead(backbone.spec.num_hidden_states, backbone.spec.hidden_size))
     generator = torch.Generator().manual_seed(1)
     waves = [torch.randn(n, generator=generator) * 0.1 for n in BATCH_LENGTHS] + [torch.zeros(3000)]
-    from trustser.metrics.safety import _pad
+    from trustser.metrics.safety.model import _pad
 
     with torch.no_grad():
         alone = torch.cat([classifier(w[None]) for w in waves[:-1]])

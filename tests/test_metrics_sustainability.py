@@ -192,7 +192,7 @@ def test_counts_are_cached_per_backbone_and_config(reports, monkeypatch):
     assert path != sus.flops_cache_path("whisper_tiny", seconds=30.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(reports["whisper_tiny"].as_dict()))
-    monkeypatch.setattr(sus, "_count_backbone", lambda *a: pytest.fail("recounted despite the cache"))
+    monkeypatch.setattr(sus.counts, "_count_backbone", lambda *a: pytest.fail("recounted despite the cache"))
     rows = sus.sustainability_table(["whisper_tiny"])
     assert rows == [reports["whisper_tiny"].as_dict()]
     assert {"backbone", "params", "paper_gmacs", "flops", "macs", "front_end_flops", "backbone_flops", "head_flops",

@@ -172,6 +172,8 @@ class ExtractionStats:
     reused: int = 0
     rebuilt_corrupt: int = 0
     skipped: Counter = field(default_factory=Counter)
+    # (clip id, reason, detail) of every clip whose audio was unusable, for the caller to drop (``drop_unusable``)
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
     store_bytes: int = 0  # fp16 bytes of every clip's features
     resident_bytes: int = 0  # of which held in memory (the rest is read from the cache on access)
 
@@ -181,6 +183,14 @@ class ExtractionStats:
                "feature_store_gib": self.store_bytes / 2**30, "feature_resident_gib": self.resident_bytes / 2**30}
         out.update({f"skipped_{reason}": n for reason, n in self.skipped.items()})
         return out
+
+
+def drop_unusable(index: CorpusIndex, stats: ExtractionStats) -> None:
+    """Remove the clips extraction found unusable from ``index`` and its folds, each recorded as skipped with its
+    reason (``CorpusIndex.drop``), so no fold trains or tests on a clip without features."""
+    for clip_id, reason, detail in stats.dropped:
+        if clip_id in index.clips:
+            index.drop(clip_id, reason, detail)
 
 
 class FeatureStore(Mapping[str, Tensor]):
@@ -289,7 +299,9 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
                      budget_bytes: int | None = None) -> tuple[FeatureStore, ExtractionStats]:
     """Features for every clip of ``index`` (or ``clip_ids``), from the cache where present.
 
-    Clips whose audio is unusable are removed from the index (and its folds) with their reason, and counted.
+    Clips whose audio is unusable are counted and returned in ``stats.dropped`` with their reason; the index is not
+    changed (extraction reads it, the caller owns it): ``drop_unusable(index, stats)`` removes them from it and its
+    folds.
     ``budget_bytes``: fp16 bytes of features held in memory (None: all, ``resident_budget``); clips beyond it stay
     in their verified cache entries and are read on access.
     """
@@ -312,7 +324,7 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
             entry = directory / f"{clip_digest(clip.path)}.safetensors"
         except OSError as exc:
             stats.skipped["unreadable"] += 1
-            index.drop(clip_id, "unreadable", str(exc))
+            stats.dropped.append((clip_id, "unreadable", str(exc)))
             continue
         if entry.exists():
             try:
@@ -328,7 +340,7 @@ def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSour
         except AudioError as exc:
             log.warning("skipping clip: %s", exc)
             stats.skipped[exc.reason] += 1
-            index.drop(clip_id, exc.reason, str(exc))
+            stats.dropped.append((clip_id, exc.reason, str(exc)))
             continue
         if precision == "bf16" and runner is backbone:
             runner = bf16_weights_twin(backbone)  # built once, on the first clip that needs computing
