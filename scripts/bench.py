@@ -52,9 +52,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this script
 
 from bench_measure import (  # noqa: E402
-    attack_batching, attack_cost, cache_vs_recompute, cold_extract, extraction_study, feature_difference, fit_flops,
-    head_step, load_average, load_emodb, machine_info, measure_matmul, memory_copy, study_ids, test_uars,
-    time_compute, whisper_padding,
+    attack_batching,
+    attack_cost,
+    cache_vs_recompute,
+    cold_extract,
+    extraction_study,
+    feature_difference,
+    fit_flops,
+    head_step,
+    load_average,
+    load_emodb,
+    machine_info,
+    measure_matmul,
+    memory_copy,
+    study_ids,
+    test_uars,
+    time_compute,
+    whisper_padding,
 )
 from bench_full_estimate import full_estimate  # noqa: E402
 from bench_sweep import extrapolate, run_sweep  # noqa: E402
@@ -104,21 +118,65 @@ class Settings:
 
 PRESETS: dict[str, Settings] = {
     "default": Settings(),
-    "quick": Settings(mode="quick", compare_backbones=("whisper_base",), naive_epochs=1, uar_folds=1,
-                      precision_rounds=1, study_clips=24, study_repeats=1, processes=False, attack_clips=6,
-                      attack_batch_clips=16, attack_batch_sizes=(), attack_batch_repeats=2, matmul_repeats=3,
-                      pad_repeats=2, sweep_folds="1", sweep_cold=False, sweep_overrides={"max_attack_clips": 16}),
+    "quick": Settings(
+        mode="quick",
+        compare_backbones=("whisper_base",),
+        naive_epochs=1,
+        uar_folds=1,
+        precision_rounds=1,
+        study_clips=24,
+        study_repeats=1,
+        processes=False,
+        attack_clips=6,
+        attack_batch_clips=16,
+        attack_batch_sizes=(),
+        attack_batch_repeats=2,
+        matmul_repeats=3,
+        pad_repeats=2,
+        sweep_folds="1",
+        sweep_cold=False,
+        sweep_overrides={"max_attack_clips": 16},
+    ),
     # for tests: random-init Whisper Tiny, a handful of clips, a sweep that trains one epoch
-    "tiny": Settings(mode="tiny", backbone="whisper_tiny", random_init=True, compare_backbones=("whisper_tiny",),
-                     epochs=2, naive_epochs=1, uar_folds=1, precision_rounds=1, seed_reference=False,
-                     compare_stride=1, study_clips=4, study_repeats=1,
-                     batch_sizes=(1, 2), processes=False, attack_clips=2, attack_batch_clips=2,
-                     attack_batch_sizes=(2,), attack_batch_repeats=1, matmul_n=256, matmul_repeats=2,
-                     copy_mib=64, copy_repeats=2,
-                     pad_repeats=1, sweep_backbone="whisper_tiny", sweep_folds="1", sweep_cold=True,
-                     sweep_overrides={"random_init": True, "epochs": 1, "max_attack_clips": 2, "probe_epochs": 1,
-                                      "schedule": "paper", "measure_cost": False, "sweep_snrs": [45.0]},
-                     clip_limit=2, estimate_flops="paper"),
+    "tiny": Settings(
+        mode="tiny",
+        backbone="whisper_tiny",
+        random_init=True,
+        compare_backbones=("whisper_tiny",),
+        epochs=2,
+        naive_epochs=1,
+        uar_folds=1,
+        precision_rounds=1,
+        seed_reference=False,
+        compare_stride=1,
+        study_clips=4,
+        study_repeats=1,
+        batch_sizes=(1, 2),
+        processes=False,
+        attack_clips=2,
+        attack_batch_clips=2,
+        attack_batch_sizes=(2,),
+        attack_batch_repeats=1,
+        matmul_n=256,
+        matmul_repeats=2,
+        copy_mib=64,
+        copy_repeats=2,
+        pad_repeats=1,
+        sweep_backbone="whisper_tiny",
+        sweep_folds="1",
+        sweep_cold=True,
+        sweep_overrides={
+            "random_init": True,
+            "epochs": 1,
+            "max_attack_clips": 2,
+            "probe_epochs": 1,
+            "schedule": "paper",
+            "measure_cost": False,
+            "sweep_snrs": [45.0],
+        },
+        clip_limit=2,
+        estimate_flops="paper",
+    ),
 }
 
 
@@ -130,8 +188,9 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     from trustser.features import TRAINING_FP32_BUDGET
 
     started = time.perf_counter()
-    results: dict[str, Any] = {"settings": {k: (list(v) if isinstance(v, tuple) else v)
-                                            for k, v in asdict(settings).items()}}
+    results: dict[str, Any] = {
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
+    }
     loads: dict[str, list[float]] = {"start": load_average()}
     results["machine"] = machine_info()
     cores = results["machine"]["usable_cores"]
@@ -154,8 +213,17 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
 
     log("extraction study (threads, processes, batching)")
     results["extraction_study"] = study = extraction_study(
-        backbone, corpus, flops, peak, thread_options, settings.study_clips, settings.study_repeats,
-        settings.batch_sizes, settings.processes, settings.random_init)
+        backbone,
+        corpus,
+        flops,
+        peak,
+        thread_options,
+        settings.study_clips,
+        settings.study_repeats,
+        settings.batch_sizes,
+        settings.processes,
+        settings.random_init,
+    )
     chosen = study["best_per_clip"]["threads"]
     torch.set_num_threads(chosen)
     results["threads_used"] = chosen
@@ -180,10 +248,17 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     warm_s = time.perf_counter() - t0
     gflop_all = float(np.sum(flops(corpus.seconds(all_ids)))) / 1e9
     results["extraction"] = {
-        "backbone": settings.backbone, "clips": len(all_ids), "audio_s": float(corpus.seconds(all_ids).sum()),
-        "threads": chosen, "fp32_cold_s": fp32_s, "fp32_cold_s_per_clip": fp32_s / len(all_ids),
-        "warm_read_s": warm_s, "warm_reused": warm_stats.reused, "gflops_total": gflop_all,
-        "fp32_gflops_per_s": gflop_all / fp32_s, "peak_fraction": gflop_all / fp32_s / peak,
+        "backbone": settings.backbone,
+        "clips": len(all_ids),
+        "audio_s": float(corpus.seconds(all_ids).sum()),
+        "threads": chosen,
+        "fp32_cold_s": fp32_s,
+        "fp32_cold_s_per_clip": fp32_s / len(all_ids),
+        "warm_read_s": warm_s,
+        "warm_reused": warm_stats.reused,
+        "gflops_total": gflop_all,
+        "fp32_gflops_per_s": gflop_all / fp32_s,
+        "peak_fraction": gflop_all / fp32_s / peak,
         "compute_only_best_peak_fraction": study["best"]["peak_fraction"],
         "compute_only_best": {k: study["best"][k] for k in ("processes", "threads", "batch_size")},
     }
@@ -193,18 +268,36 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     compare = {}
     for name in settings.compare_backbones:
         if name == settings.backbone:
-            compare[name] = cache_vs_recompute(name, backbone, source, corpus, cache, settings.epochs,
-                                               settings.naive_epochs, flops, peak,
-                                               store=FeatureStore({c: fp32_store[c] for c in trainval}, store_tv.key),
-                                               extract_s=tv_s)
+            compare[name] = cache_vs_recompute(
+                name,
+                backbone,
+                source,
+                corpus,
+                cache,
+                settings.epochs,
+                settings.naive_epochs,
+                flops,
+                peak,
+                store=FeatureStore({c: fp32_store[c] for c in trainval}, store_tv.key),
+                extract_s=tv_s,
+            )
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 other, other_source = load_backbone(name, random_init=True)
             other_flops = fit_flops(name, settings.flops_seconds) if settings.mode == "default" else None
-            compare[name] = cache_vs_recompute(name, other, other_source, corpus, cache, settings.epochs,
-                                               settings.naive_epochs_large, other_flops, peak,
-                                               stride=settings.compare_stride)
+            compare[name] = cache_vs_recompute(
+                name,
+                other,
+                other_source,
+                corpus,
+                cache,
+                settings.epochs,
+                settings.naive_epochs_large,
+                other_flops,
+                peak,
+                stride=settings.compare_stride,
+            )
             del other
         log(f"  {name}: {compare[name]['speedup_warm']:.1f}x")
     results["cache_vs_recompute"] = compare
@@ -222,8 +315,9 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     rounds = {"fp32": [fp32_s], "bf16": [bf16_s]}
     for k in range(1, settings.precision_rounds):  # alternate further cold passes: single passes vary by ~10 %
         for precision in ("fp32", "bf16"):
-            rounds[precision].append(cold_extract(corpus, backbone, source, work_dir / f"round{k}", all_ids,
-                                                  precision)[1])
+            rounds[precision].append(
+                cold_extract(corpus, backbone, source, work_dir / f"round{k}", all_ids, precision)[1]
+            )
     fp32_best, bf16_best = min(rounds["fp32"]), min(rounds["bf16"])
     subset = study_ids(all_ids, settings.study_clips)
     study_waves = [corpus.waves[i] for i in subset]
@@ -233,26 +327,37 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
 
     twin = bf16_weights_twin(backbone)  # what the package's bf16 extraction runs
     compute_bf16_precast = time_compute(twin, study_waves, 1, "bf16", settings.study_repeats)
-    precast_diff = max(float((compute_hidden(backbone, w, "bf16") - compute_hidden(twin, w, "bf16")).abs().max())
-                       for w in study_waves[:4])
+    precast_diff = max(
+        float((compute_hidden(backbone, w, "bf16") - compute_hidden(twin, w, "bf16")).abs().max())
+        for w in study_waves[:4]
+    )
     del twin
     folds = corpus.folds[: settings.uar_folds]
     fp32_train, bf16_train = fp32_store.in_float32(), bf16_store.in_float32()
     uar_fp32, head = test_uars(fp32_train, corpus, folds, settings.epochs)
     uar_bf16, _ = test_uars(bf16_train, corpus, folds, settings.epochs)
     bf16 = {
-        "clips": len(all_ids), "rounds": rounds, "fp32_cold_s": fp32_best, "bf16_cold_s": bf16_best,
+        "clips": len(all_ids),
+        "rounds": rounds,
+        "fp32_cold_s": fp32_best,
+        "bf16_cold_s": bf16_best,
         "speedup": fp32_best / bf16_best,
-        "compute_only": {"clips": len(subset), "fp32_s": compute_fp32, "bf16_autocast_s": compute_bf16,
-                         "bf16_precast_weights_s": compute_bf16_precast,
-                         "speedup_autocast": compute_fp32 / compute_bf16,
-                         "speedup_precast": compute_fp32 / compute_bf16_precast,
-                         "precast_vs_autocast_max_abs_diff": precast_diff},
+        "compute_only": {
+            "clips": len(subset),
+            "fp32_s": compute_fp32,
+            "bf16_autocast_s": compute_bf16,
+            "bf16_precast_weights_s": compute_bf16_precast,
+            "speedup_autocast": compute_fp32 / compute_bf16,
+            "speedup_precast": compute_fp32 / compute_bf16_precast,
+            "precast_vs_autocast_max_abs_diff": precast_diff,
+        },
         "bf16_gflops_per_s": gflop_all / bf16_best,
         "bf16_peak_fraction": gflop_all / bf16_best / mm["bf16_peak_gflops"],
         "feature_difference": feature_difference(fp32_store, bf16_store),
-        "folds": [f.name for f in folds], "epochs": settings.epochs,
-        "uar_fp32": uar_fp32, "uar_bf16": uar_bf16,
+        "folds": [f.name for f in folds],
+        "epochs": settings.epochs,
+        "uar_fp32": uar_fp32,
+        "uar_bf16": uar_bf16,
         "uar_delta_mean": float(np.mean(uar_bf16) - np.mean(uar_fp32)),
         "uar_delta_max_abs_fold": float(np.max(np.abs(np.subtract(uar_bf16, uar_fp32)))),
     }
@@ -270,31 +375,55 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     from trustser.metrics.safety import AttackSettings
 
     default_batch = AttackSettings().batch_size
-    log(f"attack batching ({settings.attack_batch_clips} clips, FGSM per clip vs batches of "
-        f"{sorted({*settings.attack_batch_sizes, default_batch})})")
-    results["attack_batching"] = attack_batching(backbone, head, corpus, settings.attack_batch_clips,
-                                                 sorted({*settings.attack_batch_sizes, default_batch}),
-                                                 settings.attack_batch_repeats)
+    log(
+        f"attack batching ({settings.attack_batch_clips} clips, FGSM per clip vs batches of "
+        f"{sorted({*settings.attack_batch_sizes, default_batch})})"
+    )
+    results["attack_batching"] = attack_batching(
+        backbone,
+        head,
+        corpus,
+        settings.attack_batch_clips,
+        sorted({*settings.attack_batch_sizes, default_batch}),
+        settings.attack_batch_repeats,
+    )
     results["attack_batching"]["default_batch_size"] = default_batch
     loads["after_attack"] = load_average()
 
     del fp32_train
     log(f"sweep: {settings.sweep_backbone} x EmoDB x folds={settings.sweep_folds} (subprocess)")
-    sweep = run_sweep(settings.sweep_backbone, settings.sweep_folds, work_dir, None if settings.sweep_cold else cache,
-                      chosen, settings.sweep_overrides, settings.data_root)
+    sweep = run_sweep(
+        settings.sweep_backbone,
+        settings.sweep_folds,
+        work_dir,
+        None if settings.sweep_cold else cache,
+        chosen,
+        settings.sweep_overrides,
+        settings.data_root,
+    )
     spec = backbone.spec
     sweep_flops = flops if settings.sweep_backbone == settings.backbone else fit_flops(settings.sweep_backbone)
     clip_s = np.array(list(sweep["clip_seconds"].values()))
     sweep_gflop = float(np.sum(sweep_flops(clip_s))) / 1e9
-    extract_rate = sweep_gflop / sweep["stages_s"]["extract"] if settings.sweep_cold else results["extraction"][
-        "fp32_gflops_per_s"]
+    extract_rate = (
+        sweep_gflop / sweep["stages_s"]["extract"]
+        if settings.sweep_cold
+        else results["extraction"]["fp32_gflops_per_s"]
+    )
     frames_per_second = float(sum(sweep["clip_frames"].values()) / clip_s.sum())
     sweep.pop("clip_seconds"), sweep.pop("clip_frames")
     if sweep.get("head_step_in_pipeline_process"):  # another process, same machine and threads: same copy figure
         with_bandwidth(sweep["head_step_in_pipeline_process"], copy)
     results["sweep"] = sweep
-    results["extrapolation"] = extrapolate(sweep, sweep_flops, frames_per_second, spec.num_hidden_states,
-                                           spec.hidden_size, TRAINING_FP32_BUDGET, extract_rate)
+    results["extrapolation"] = extrapolate(
+        sweep,
+        sweep_flops,
+        frames_per_second,
+        spec.num_hidden_states,
+        spec.hidden_size,
+        TRAINING_FP32_BUDGET,
+        extract_rate,
+    )
     log(f"full-grid estimate (scale factors: {settings.estimate_flops})")
     results["full_benchmark_estimate"] = full_estimate(results, settings.estimate_flops, torch.cuda.is_available())
     loads["end"] = load_average()
@@ -364,82 +493,119 @@ def format_table(r: dict[str, Any]) -> str:
         f" -> {r['load_average']['end']}; {r['bench_wall_s']:.0f} s",
         "",
         "matmul (2048^2 torch.mm, best of %d)       " % mm["repeats"]
-        + "  ".join(f"fp32 {t}t {g:.1f}" for t, g in mm["fp32"].items()) + "  "
-        + "  ".join(f"bf16 {t}t {g:.1f}" for t, g in mm["bf16"].items()) + "  GFLOP/s",
+        + "  ".join(f"fp32 {t}t {g:.1f}" for t, g in mm["fp32"].items())
+        + "  "
+        + "  ".join(f"bf16 {t}t {g:.1f}" for t, g in mm["bf16"].items())
+        + "  GFLOP/s",
         "",
         "1. cache vs recompute (30 epochs, one fold; naive timed for N epochs and scaled x30/N)",
     ]
     for name, c in r["cache_vs_recompute"].items():
-        lines.append(f"   {name:<16} cached {c['cached_train_s']:7.1f} s   naive {c['naive_train_s_scaled']:8.1f} s "
-                     f"(N={c['naive_epochs_timed']})   speedup {c['speedup_warm']:6.1f}x warm, "
-                     f"{c['speedup_incl_cold_extraction']:5.1f}x incl. cold extraction {c['cold_extract_s']:.1f} s")
+        lines.append(
+            f"   {name:<16} cached {c['cached_train_s']:7.1f} s   naive {c['naive_train_s_scaled']:8.1f} s "
+            f"(N={c['naive_epochs_timed']})   speedup {c['speedup_warm']:6.1f}x warm, "
+            f"{c['speedup_incl_cold_extraction']:5.1f}x incl. cold extraction {c['cold_extract_s']:.1f} s"
+        )
     if "whisper_padding" in r:
         p = r["whisper_padding"]
-        lines += ["", f"2. Whisper 6 s clip: true length ({p['true_positions']} positions) vs 30 s padding "
-                      f"({p['padded_positions']})",
-                  f"   FLOPs {p['true_gflops']:.2f} vs {p['padded_gflops']:.2f} G -> {p['flops_ratio']:.2f}x "
-                  f"(encoder alone {p['encoder_flops_ratio']:.2f}x)",
-                  f"   time  encoder {p['true_encoder_s'] * 1e3:.0f} vs {p['padded_encoder_s'] * 1e3:.0f} ms -> "
-                  f"{p['encoder_time_ratio']:.2f}x; with log-mel {p['full_time_ratio']:.2f}x"]
-    lines += ["", f"3. extraction efficiency ({ex['backbone']}, fp32 peak {mm['fp32_peak_gflops']:.1f} GFLOP/s)",
-              f"   package extract_features, cold, {ex['clips']} clips: {ex['fp32_cold_s']:.1f} s, "
-              f"{ex['fp32_gflops_per_s']:.1f} GFLOP/s = {100 * ex['peak_fraction']:.1f} % of peak; "
-              f"warm cache read {ex['warm_read_s']:.2f} s",
-              f"   compute only, {st['clips']} clips:"]
+        lines += [
+            "",
+            f"2. Whisper 6 s clip: true length ({p['true_positions']} positions) vs 30 s padding "
+            f"({p['padded_positions']})",
+            f"   FLOPs {p['true_gflops']:.2f} vs {p['padded_gflops']:.2f} G -> {p['flops_ratio']:.2f}x "
+            f"(encoder alone {p['encoder_flops_ratio']:.2f}x)",
+            f"   time  encoder {p['true_encoder_s'] * 1e3:.0f} vs {p['padded_encoder_s'] * 1e3:.0f} ms -> "
+            f"{p['encoder_time_ratio']:.2f}x; with log-mel {p['full_time_ratio']:.2f}x",
+        ]
+    lines += [
+        "",
+        f"3. extraction efficiency ({ex['backbone']}, fp32 peak {mm['fp32_peak_gflops']:.1f} GFLOP/s)",
+        f"   package extract_features, cold, {ex['clips']} clips: {ex['fp32_cold_s']:.1f} s, "
+        f"{ex['fp32_gflops_per_s']:.1f} GFLOP/s = {100 * ex['peak_fraction']:.1f} % of peak; "
+        f"warm cache read {ex['warm_read_s']:.2f} s",
+        f"   compute only, {st['clips']} clips:",
+    ]
     for row in st["rows"]:
-        lines.append(f"     {row['processes']} proc x {row['threads']} thread(s), batch {row['batch_size']:>2}: "
-                     f"{row['seconds']:6.2f} s  {row['gflops_per_s']:6.1f} GFLOP/s  "
-                     f"{100 * row['peak_fraction']:5.1f} %")
+        lines.append(
+            f"     {row['processes']} proc x {row['threads']} thread(s), batch {row['batch_size']:>2}: "
+            f"{row['seconds']:6.2f} s  {row['gflops_per_s']:6.1f} GFLOP/s  "
+            f"{100 * row['peak_fraction']:5.1f} %"
+        )
     b = r["bf16"]
-    lines += ["", "4. bf16 autocast vs fp32 extraction",
-              f"   package, cold: {b['fp32_cold_s']:.1f} vs {b['bf16_cold_s']:.1f} s -> {b['speedup']:.2f}x; "
-              f"compute only {b['compute_only']['speedup_autocast']:.2f}x, with bf16-stored weights "
-              f"{b['compute_only']['speedup_precast']:.2f}x",
-              f"   features: max relative L2 {b['feature_difference']['max_relative_l2']:.4f} "
-              f"(median {b['feature_difference']['median_relative_l2']:.4f})",
-              f"   test UAR over {len(b['folds'])} fold(s): fp32 {np.mean(b['uar_fp32']):.4f}, "
-              f"bf16 {np.mean(b['uar_bf16']):.4f}, delta {b['uar_delta_mean']:+.4f} "
-              f"(largest per fold {b['uar_delta_max_abs_fold']:.4f})"
-              + (f"; fp32 seed 1 vs 0: {b['seed_delta_mean']:+.4f} (largest {b['seed_delta_max_abs_fold']:.4f})"
-                 if "seed_delta_mean" in b else "")]
+    lines += [
+        "",
+        "4. bf16 autocast vs fp32 extraction",
+        f"   package, cold: {b['fp32_cold_s']:.1f} vs {b['bf16_cold_s']:.1f} s -> {b['speedup']:.2f}x; "
+        f"compute only {b['compute_only']['speedup_autocast']:.2f}x, with bf16-stored weights "
+        f"{b['compute_only']['speedup_precast']:.2f}x",
+        f"   features: max relative L2 {b['feature_difference']['max_relative_l2']:.4f} "
+        f"(median {b['feature_difference']['median_relative_l2']:.4f})",
+        f"   test UAR over {len(b['folds'])} fold(s): fp32 {np.mean(b['uar_fp32']):.4f}, "
+        f"bf16 {np.mean(b['uar_bf16']):.4f}, delta {b['uar_delta_mean']:+.4f} "
+        f"(largest per fold {b['uar_delta_max_abs_fold']:.4f})"
+        + (
+            f"; fp32 seed 1 vs 0: {b['seed_delta_mean']:+.4f} (largest {b['seed_delta_max_abs_fold']:.4f})"
+            if "seed_delta_mean" in b
+            else ""
+        ),
+    ]
     a = r["attack"]
-    lines += ["", f"5. attack cost per clip ({a['clips']} clips): forward {a['forward_s_per_clip'] * 1e3:.0f} ms; "
-                  f"FGSM 7 SNRs {a['fgsm_sweep_vs_forward']:.1f}x, FGSM 45 dB {a['fgsm_45db_vs_forward']:.1f}x, "
-                  f"Gaussian 7 SNRs {a['gaussian_sweep_vs_forward']:.1f}x"]
+    lines += [
+        "",
+        f"5. attack cost per clip ({a['clips']} clips): forward {a['forward_s_per_clip'] * 1e3:.0f} ms; "
+        f"FGSM 7 SNRs {a['fgsm_sweep_vs_forward']:.1f}x, FGSM 45 dB {a['fgsm_45db_vs_forward']:.1f}x, "
+        f"Gaussian 7 SNRs {a['gaussian_sweep_vs_forward']:.1f}x",
+    ]
     if "attack_batching" in r:
         ab = r["attack_batching"]
-        lines.append(f"   FGSM {len(ab['snrs'])} SNRs, {ab['clips']} clips: per clip {ab['per_clip_s']:.1f} s; batches "
-                     + ", ".join(f"of {b} {s:.2f}x" for b, s in ab["speedup"].items())
-                     + f" (best of {ab['repeats']}, interleaved; results equal: {ab['results_equal']})")
+        lines.append(
+            f"   FGSM {len(ab['snrs'])} SNRs, {ab['clips']} clips: per clip {ab['per_clip_s']:.1f} s; batches "
+            + ", ".join(f"of {b} {s:.2f}x" for b, s in ab["speedup"].items())
+            + f" (best of {ab['repeats']}, interleaved; results equal: {ab['results_equal']})"
+        )
     s = r["sweep"]
     stage = "  ".join(f"{k} {v:.1f}" for k, v in s["stages_s"].items() if "_" not in k and "." not in k)
     validation = "  ".join(f"{k} {v:.1f}" for k, v in s["stages_s"].items() if k.endswith(".validation"))
-    lines += ["", f"6. sweep {s['backbone']} x EmoDB x {s['folds']} fold(s), extract {s['extract_cache']}: "
-                  f"{s['wall_s']:.0f} s ({stage} s); peak RSS {(s['peak_rss_bytes'] or 0) / 2**30:.2f} GiB",
-              f"   of which per-epoch validation: {validation or '-'} s"]
+    lines += [
+        "",
+        f"6. sweep {s['backbone']} x EmoDB x {s['folds']} fold(s), extract {s['extract_cache']}: "
+        f"{s['wall_s']:.0f} s ({stage} s); peak RSS {(s['peak_rss_bytes'] or 0) / 2**30:.2f} GiB",
+        f"   of which per-epoch validation: {validation or '-'} s",
+    ]
     steps = [("bench process", r.get("head_step")), ("pipeline process", s.get("head_step_in_pipeline_process"))]
     for where, h in steps:
         if h:
-            lines.append(f"   head training step, {h['clips']} clips, {where}: package (layer sum per clip) "
-                         f"{h['package_step_s'] * 1e3:.0f} ms, concatenate first {h['concat_first_step_s'] * 1e3:.0f}"
-                         f" ms -> {h['speedup']:.2f}x (logits differ by {h['logits_max_abs_diff']:.1e})")
+            lines.append(
+                f"   head training step, {h['clips']} clips, {where}: package (layer sum per clip) "
+                f"{h['package_step_s'] * 1e3:.0f} ms, concatenate first {h['concat_first_step_s'] * 1e3:.0f}"
+                f" ms -> {h['speedup']:.2f}x (logits differ by {h['logits_max_abs_diff']:.1e})"
+            )
             if "read_gbps" in h:
-                lines.append(f"     reads {h['feature_bytes'] / 1e6:.0f} MB of {h.get('feature_dtype', '?')} "
-                             f"features a step: {h['read_gbps']:.2f} GB/s"
-                             + (f" = {100 * h['bandwidth_fraction']:.0f} % of the memory copy's read rate"
-                                if "bandwidth_fraction" in h else ""))
+                lines.append(
+                    f"     reads {h['feature_bytes'] / 1e6:.0f} MB of {h.get('feature_dtype', '?')} "
+                    f"features a step: {h['read_gbps']:.2f} GB/s"
+                    + (
+                        f" = {100 * h['bandwidth_fraction']:.0f} % of the memory copy's read rate"
+                        if "bandwidth_fraction" in h
+                        else ""
+                    )
+                )
     if "memory_copy" in r:
         c = r["memory_copy"]
-        lines.append(f"   memory copy ({c['bytes'] // 2**20} MiB torch copy, {c['threads']} thread(s), best of "
-                     f"{c['repeats']}): {c['copy_gbps']:.1f} GB/s read + write = {c['read_gbps']:.1f} GB/s read "
-                     f"(step bytes counted once, read only)")
+        lines.append(
+            f"   memory copy ({c['bytes'] // 2**20} MiB torch copy, {c['threads']} thread(s), best of "
+            f"{c['repeats']}): {c['copy_gbps']:.1f} GB/s read + write = {c['read_gbps']:.1f} GB/s read "
+            f"(step bytes counted once, read only)"
+        )
     lines.append("   estimate for the method's corpora (see assumptions in the JSON):")
     for name, c in r["extrapolation"]["corpora"].items():
         st_ = c["stages_s"]
-        lines.append(f"     {name:<12} {c['clips']:>6} clips x {c['mean_s']} s, {c['folds']} fold(s): "
-                     f"{c['total_h']:6.2f} h (extract {st_['extract'] / 60:.0f}, train {st_['train'] / 60:.0f}, "
-                     f"probes {st_['probes'] / 60:.0f}, attacks {st_['attacks'] / 60:.0f} min); features "
-                     f"{c['feature_store_gb_fp16']:.1f} GiB fp16, peak RSS ~{c['peak_rss_gb_est']:.1f} GiB")
+        lines.append(
+            f"     {name:<12} {c['clips']:>6} clips x {c['mean_s']} s, {c['folds']} fold(s): "
+            f"{c['total_h']:6.2f} h (extract {st_['extract'] / 60:.0f}, train {st_['train'] / 60:.0f}, "
+            f"probes {st_['probes'] / 60:.0f}, attacks {st_['attacks'] / 60:.0f} min); features "
+            f"{c['feature_store_gb_fp16']:.1f} GiB fp16, peak RSS ~{c['peak_rss_gb_est']:.1f} GiB"
+        )
     lines += full_estimate_lines(r["full_benchmark_estimate"])
     lines += ["", "targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in r["targets"].items())]
     return "\n".join(lines)
@@ -448,9 +614,11 @@ def format_table(r: dict[str, Any]) -> str:
 def full_estimate_lines(e: Mapping[str, Any]) -> list[str]:
     """Section 6's last lines: the whole grid's hours per measured device, by stage and by backbone."""
     a = e["assumptions"]
-    lines = [f"   the method's whole grid ({len(a['backbones'])} backbones x {len(a['corpora'])} corpora, "
-             f"{a['total_clips']:,} clips, x folds x all metrics; measured on {', '.join(a['measured_backbones'])}, "
-             f"the rest scaled; assumptions in full_benchmark_estimate.assumptions):"]
+    lines = [
+        f"   the method's whole grid ({len(a['backbones'])} backbones x {len(a['corpora'])} corpora, "
+        f"{a['total_clips']:,} clips, x folds x all metrics; measured on {', '.join(a['measured_backbones'])}, "
+        f"the rest scaled; assumptions in full_benchmark_estimate.assumptions):"
+    ]
     for device, d in e["devices"].items():
         stages = ", ".join(f"{k} {v:.1f}" for k, v in d["by_stage_h"].items())
         lines.append(f"     {device}: {d['total_h']:.1f} h ({stages} h)")
@@ -471,8 +639,9 @@ def jsonable(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="<= 5 minutes: 1 fold, fewer clips and repeats")
     parser.add_argument("--tiny", action="store_true", help="seconds: random-init Whisper Tiny, a few clips (tests)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -492,8 +661,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"kept {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-    output = Path(args.output) if args.output else Path(tempfile.gettempdir()) / \
-        f"trustser-bench-{settings.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    output = (
+        Path(args.output)
+        if args.output
+        else Path(tempfile.gettempdir()) / f"trustser-bench-{settings.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
     output.write_text(json.dumps(results, indent=1))
     log(f"JSON written to {output}")
     print(json.dumps(results) if args.json else format_table(results))

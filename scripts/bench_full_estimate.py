@@ -14,8 +14,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 # The method's seven backbones (TrustSER Tables 2 and 4).
-BACKBONES: tuple[str, ...] = ("apc", "tera", "whisper_tiny", "whisper_base", "whisper_small", "wav2vec2_base",
-                              "wavlm_base_plus")
+BACKBONES: tuple[str, ...] = (
+    "apc",
+    "tera",
+    "whisper_tiny",
+    "whisper_base",
+    "whisper_small",
+    "wav2vec2_base",
+    "wavlm_base_plus",
+)
 
 # Frames per second of audio that the head sees, per backbone family: Whisper's 10 ms mel hop and stride-2 conv stem,
 # wav2vec2/WavLM's 320-sample conv stride, the 10 ms fbank / mel hop of s3prl's APC and TERA. Checked against
@@ -101,13 +108,23 @@ def stage_seconds(costs: UnitCosts, corpus: CorpusGrid, scale: BackboneScale, a:
     head = scale.head_macs_per_frame / swept.head_macs_per_frame
     trainval = corpus.train + corpus.val
     return {
-        "extract": audio_s * costs.extract_s_per_audio_s
-        * scale.gflops_6s / a.measured[costs.extract_backbone].gflops_6s,
+        "extract": audio_s
+        * costs.extract_s_per_audio_s
+        * scale.gflops_6s
+        / a.measured[costs.extract_backbone].gflops_6s,
         "train": corpus.folds * a.head_epochs * trainval * frames * costs.train_s_per_frame_epoch * head,
-        "probes": corpus.folds * a.probe_epochs * (trainval + a.speaker_probe_share * corpus.train) * frames
-        * costs.probe_s_per_frame_epoch * head,
-        "attacks": corpus.folds * corpus.test * audio_s * costs.attack_s_per_test_audio_s
-        * scale.gflops_6s / swept.gflops_6s,
+        "probes": corpus.folds
+        * a.probe_epochs
+        * (trainval + a.speaker_probe_share * corpus.train)
+        * frames
+        * costs.probe_s_per_frame_epoch
+        * head,
+        "attacks": corpus.folds
+        * corpus.test
+        * audio_s
+        * costs.attack_s_per_test_audio_s
+        * scale.gflops_6s
+        / swept.gflops_6s,
         "other": corpus.folds * corpus.clips * costs.other_s_per_clip_fold,
         "per_run": costs.per_run_s,
     }
@@ -115,8 +132,10 @@ def stage_seconds(costs: UnitCosts, corpus: CorpusGrid, scale: BackboneScale, a:
 
 def estimate_device(costs: UnitCosts, a: Assumptions) -> dict[str, Any]:
     """One device's hours: the total, and by backbone, corpus and stage (seconds for every cell)."""
-    cells = {b: {c: stage_seconds(costs, corpus, scale, a) for c, corpus in a.corpora.items()}
-             for b, scale in a.backbones.items()}
+    cells = {
+        b: {c: stage_seconds(costs, corpus, scale, a) for c, corpus in a.corpora.items()}
+        for b, scale in a.backbones.items()
+    }
     stages = next(iter(next(iter(cells.values())).values()))
     total_s = sum(sum(s.values()) for per_corpus in cells.values() for s in per_corpus.values())
     return {
@@ -132,8 +151,11 @@ def estimate_device(costs: UnitCosts, a: Assumptions) -> dict[str, Any]:
 def estimate(costs: Mapping[str, UnitCosts], a: Assumptions) -> dict[str, Any]:
     """Hours of the whole grid on every device that has measured costs (keyed by device, e.g. "cpu")."""
     devices = {device: estimate_device(c, a) for device, c in costs.items()}
-    return {"hours": {d: r["total_h"] for d, r in devices.items()}, "devices": devices,
-            "assumptions": describe(a, costs)}
+    return {
+        "hours": {d: r["total_h"] for d, r in devices.items()},
+        "devices": devices,
+        "assumptions": describe(a, costs),
+    }
 
 
 def describe(a: Assumptions, costs: Mapping[str, UnitCosts]) -> dict[str, Any]:
@@ -143,31 +165,36 @@ def describe(a: Assumptions, costs: Mapping[str, UnitCosts]) -> dict[str, Any]:
         "corpora": {name: asdict(c) for name, c in a.corpora.items()},
         "total_clips": sum(c.clips for c in a.corpora.values()),
         "clip_counts_source": "issue 13 for IEMOCAP 10,039, CREMA-D 7,442, MSP-Improv 8,438 (whole releases, all "
-                              "emotion labels: upper bounds, the 4-class subsets the loaders keep are 5,531 / "
-                              "4,798 / 7,798); MSP-Podcast 37,924 as docs/benchmarks.md section 6 (the method's "
-                              "4-class total, official split as one 60/20/20 fold)",
+        "emotion labels: upper bounds, the 4-class subsets the loaders keep are 5,531 / "
+        "4,798 / 7,798); MSP-Podcast 37,924 as docs/benchmarks.md section 6 (the method's "
+        "4-class total, official split as one 60/20/20 fold)",
         "mean_clip_s": "assumed, after the 6 s cap: IEMOCAP 4.5, CREMA-D 2.5, MSP-Improv 3.5, MSP-Podcast 6.0 "
-                       "(scripts/bench_sweep.CORPORA); every clip at its corpus's mean length",
-        "recipe": {"head_epochs": a.head_epochs, "probe_epochs": a.probe_epochs,
-                   "speaker_probe_share": a.speaker_probe_share, "seeds": 1,
-                   "note": "the method's paper schedule (fixed epochs); the package default (converge) stops early "
-                           "and ran 50-67 head / 50-100 probe epochs a fold on EmoDB (docs section 7): train and "
-                           "probe hours scale with the epoch count"},
-        "backbones": {b: {**asdict(s), "how": "measured" if b in measured else "scaled"}
-                      for b, s in a.backbones.items()},
+        "(scripts/bench_sweep.CORPORA); every clip at its corpus's mean length",
+        "recipe": {
+            "head_epochs": a.head_epochs,
+            "probe_epochs": a.probe_epochs,
+            "speaker_probe_share": a.speaker_probe_share,
+            "seeds": 1,
+            "note": "the method's paper schedule (fixed epochs); the package default (converge) stops early "
+            "and ran 50-67 head / 50-100 probe epochs a fold on EmoDB (docs section 7): train and "
+            "probe hours scale with the epoch count",
+        },
+        "backbones": {
+            b: {**asdict(s), "how": "measured" if b in measured else "scaled"} for b, s in a.backbones.items()
+        },
         "measured_backbones": measured,
         "scale_source": a.scale_source,
         "scaling": "extraction and attacks x (backbone GFLOPs on 6 s) / (the measured backbone's); head training and "
-                   "probes x (head MACs per frame) / (the measured backbone's), on the backbone's own frame count "
-                   "(frames_per_s); the other stages are not scaled (per clip and fold, and per run)",
+        "probes x (head MACs per frame) / (the measured backbone's), on the backbone's own frame count "
+        "(frames_per_s); the other stages are not scaled (per clip and fold, and per run)",
         "units": "extraction per second of audio (linear in length: attention's quadratic part is ignored); head "
-                 "training and probes per frame-epoch of train + validation frames; attacks per second of test "
-                 "audio, every test clip attacked once (k folds x test share), at the measured share of correctly "
-                 "classified clips (harder corpora attack fewer); 'other' per clip and fold",
+        "training and probes per frame-epoch of train + validation frames; attacks per second of test "
+        "audio, every test clip attacked once (k folds x test share), at the measured share of correctly "
+        "classified clips (harder corpora attack fewer); 'other' per clip and fold",
         "excluded": "the corruption suite and PGD (both opt-in), cross-corpus tests, fine-tuning, extra seeds, study "
-                    "trials; model downloads and Whisper conversion (install steps); out-of-core reads of stores "
-                    "larger than memory (MSP-Podcast: docs section 8 measured head training ~1.4x slower from disk); "
-                    "parallel runs (one run at a time, the measured thread count)",
+        "trials; model downloads and Whisper conversion (install steps); out-of-core reads of stores "
+        "larger than memory (MSP-Podcast: docs section 8 measured head training ~1.4x slower from disk); "
+        "parallel runs (one run at a time, the measured thread count)",
         "devices_measured": sorted(costs),
     }
 
@@ -180,7 +207,8 @@ def unit_costs(results: Mapping[str, Any]) -> UnitCosts:
     stages, work = sweep["stages_s"], sweep["work"]
     per_run = stages.get("flops", 0.0) + stages.get("load_backbone", 0.0) + stages.get("mlflow_setup", 0.0)
     return UnitCosts(
-        backbone=sweep["backbone"], extract_backbone=ex["backbone"],
+        backbone=sweep["backbone"],
+        extract_backbone=ex["backbone"],
         extract_s_per_audio_s=ex["fp32_cold_s"] / ex["audio_s"],
         train_s_per_frame_epoch=stages["train"] / max(work["train_frame_epochs"], 1),
         probe_s_per_frame_epoch=stages["probes"] / max(work["probe_frame_epochs"], 1),
@@ -214,10 +242,16 @@ def backbone_scales(names: Sequence[str] = BACKBONES, source: str = "count") -> 
             said = f"count_flops failed ({type(error).__name__}: {error}); "
     if gflops is None:
         gflops = {n: s.paper.gflops_6s for n, s in specs.items()}
-        said += "TrustSER Table 4 GFLOPs for 6 s (BackboneSpec.paper.gflops_6s; paper convention, attention " \
-                "products not counted)"
-    scales = {n: BackboneScale(gflops[n], FRAMES_PER_SECOND[s.family],
-                               head_macs_per_frame(s.num_hidden_states, s.hidden_size)) for n, s in specs.items()}
+        said += (
+            "TrustSER Table 4 GFLOPs for 6 s (BackboneSpec.paper.gflops_6s; paper convention, attention "
+            "products not counted)"
+        )
+    scales = {
+        n: BackboneScale(
+            gflops[n], FRAMES_PER_SECOND[s.family], head_macs_per_frame(s.num_hidden_states, s.hidden_size)
+        )
+        for n, s in specs.items()
+    }
     return scales, said
 
 
@@ -238,6 +272,9 @@ def full_estimate(results: Mapping[str, Any], source: str = "count", cuda_availa
     grid = {b: scales[b] for b in BACKBONES}
     measured = {b: scales[b] for b in (costs.backbone, costs.extract_backbone)}
     out = estimate({"cpu": costs}, Assumptions(CORPORA, grid, measured, scale_source=said))
-    out["assumptions"]["cuda"] = ("available but not measured: the bench runs every stage on the CPU, so no cuda "
-                                  "figure" if cuda_available else "not available")
+    out["assumptions"]["cuda"] = (
+        "available but not measured: the bench runs every stage on the CPU, so no cuda figure"
+        if cuda_available
+        else "not available"
+    )
     return out

@@ -84,31 +84,51 @@ def machine_info() -> dict[str, Any]:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     commit = None
     with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         commit = f"{commit}{'+dirty' if dirty else ''}"
     bf16_kernels = None
     with contextlib.suppress(Exception):
         bf16_kernels = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    blas = [line.strip() for line in torch.__config__.parallel_info().splitlines()
-            if "Math Kernel" in line or "MKL-DNN" in line or "oneDNN" in line or "parallel backend" in line]
+    blas = [
+        line.strip()
+        for line in torch.__config__.parallel_info().splitlines()
+        if "Math Kernel" in line or "MKL-DNN" in line or "oneDNN" in line or "parallel backend" in line
+    ]
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "memory_gb": mem_gb,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gb": mem_gb,
         "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
-        "platform": platform.platform(), "python": platform.python_version(),
-        "versions": {d: ver(d) for d in ("torch", "transformers", "numpy", "calflops", "torchattacks", "mlflow",
-                                         "trustser")},
-        "torch_default_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-        "mkldnn_bf16_supported": bf16_kernels, "blas": blas, "git_commit": commit,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            d: ver(d) for d in ("torch", "transformers", "numpy", "calflops", "torchattacks", "mlflow", "trustser")
+        },
+        "torch_default_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "mkldnn_bf16_supported": bf16_kernels,
+        "blas": blas,
+        "git_commit": commit,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
     }
 
 
 # ----------------------------------------------------------------------------------------------------- matmul
-def matmul_gflops(n: int = 2048, dtype: torch.dtype = torch.float32, num_threads: int | None = None,
-                  repeats: int = 5) -> float:
+def matmul_gflops(
+    n: int = 2048, dtype: torch.dtype = torch.float32, num_threads: int | None = None, repeats: int = 5
+) -> float:
     """Dense n x n @ n x n: 2n^3 FLOPs over the best of ``repeats`` timed runs (after one warm-up)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     with threads(num_threads or torch.get_num_threads()):
@@ -133,7 +153,8 @@ COPY_CONVENTION = (
     "memory_copy_read_gbps = memory_copy_gbps / 2 is the rate at which the copy reads memory. head_step_read_gbps "
     "counts the cached feature bytes of one training step once each, read only (the compulsory minimum: the "
     "backward reads them again for the layer-weight gradient, not counted). head_step_bandwidth_fraction = "
-    "head_step_read_gbps / memory_copy_read_gbps: read rate against read rate. 1 GB = 1e9 bytes.")
+    "head_step_read_gbps / memory_copy_read_gbps: read rate against read rate. 1 GB = 1e9 bytes."
+)
 
 
 def memory_copy(mib: int, repeats: int, num_threads: int) -> dict[str, Any]:
@@ -142,8 +163,14 @@ def memory_copy(mib: int, repeats: int, num_threads: int) -> dict[str, Any]:
 
     with threads(num_threads):
         copy = measure_copy_bandwidth(mib * 2**20, repeats)
-    return {"bytes": mib * 2**20, "repeats": repeats, "threads": num_threads, "copy_gbps": copy,
-            "read_gbps": copy / 2, "convention": COPY_CONVENTION}
+    return {
+        "bytes": mib * 2**20,
+        "repeats": repeats,
+        "threads": num_threads,
+        "copy_gbps": copy,
+        "read_gbps": copy / 2,
+        "convention": COPY_CONVENTION,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------ FLOPs
@@ -228,8 +255,9 @@ def batched_hidden(backbone, waves: Sequence[torch.Tensor], precision: str = "fp
     return [out.hidden[b, :, : frames[b]].float() for b in range(len(waves))]
 
 
-def time_compute(backbone, waves: Sequence[torch.Tensor], batch_size: int = 1, precision: str = "fp32",
-                 repeats: int = 1) -> float:
+def time_compute(
+    backbone, waves: Sequence[torch.Tensor], batch_size: int = 1, precision: str = "fp32", repeats: int = 1
+) -> float:
     """Seconds to compute every clip's hidden states, clips in length order, ``batch_size`` at a time
     (1 = the package's per-clip ``compute_hidden``); best of ``repeats`` after a one-clip warm-up."""
     from trustser.features import compute_hidden
@@ -279,8 +307,7 @@ def time_processes(name: str, random_init: bool, waves: Sequence[torch.Tensor], 
         shares[k].append(w.numpy())
         load[k] += w.numel()
     barrier, queue = ctx.Barrier(processes), ctx.Queue()
-    workers = [ctx.Process(target=_process_worker, args=(name, random_init, share, barrier, queue))
-               for share in shares]
+    workers = [ctx.Process(target=_process_worker, args=(name, random_init, share, barrier, queue)) for share in shares]
     for p in workers:
         p.start()
     try:
@@ -296,10 +323,18 @@ def study_ids(ids: Sequence[str], n: int) -> list[str]:
     return list(ids[:: max(1, len(ids) // n)][:n])
 
 
-def extraction_study(backbone, corpus: Corpus, flops: FlopsModel, peak_gflops: float,
-                     thread_options: Sequence[int], n_clips: int, repeats: int = 1,
-                     batch_sizes: Sequence[int] = (1, 8), processes: bool = True,
-                     random_init: bool = False) -> dict[str, Any]:
+def extraction_study(
+    backbone,
+    corpus: Corpus,
+    flops: FlopsModel,
+    peak_gflops: float,
+    thread_options: Sequence[int],
+    n_clips: int,
+    repeats: int = 1,
+    batch_sizes: Sequence[int] = (1, 8),
+    processes: bool = True,
+    random_init: bool = False,
+) -> dict[str, Any]:
     """Compute-only throughput of the configurations we can choose between, on the same clips: threads, batches
     of length-sorted clips, and (``processes``) as many single-threaded processes as the largest thread count."""
     ids = study_ids(corpus.ids, n_clips)
@@ -329,8 +364,15 @@ def extraction_study(backbone, corpus: Corpus, flops: FlopsModel, peak_gflops: f
         batched = batched_hidden(backbone, sample)
         single = [compute_hidden(backbone, w) for w in sample]
         check["batched_vs_single_max_abs_diff"] = max(float((a - b).abs().max()) for a, b in zip(batched, single))
-    return {"clips": len(ids), "audio_s": float(corpus.seconds(ids).sum()), "gflops_total": total_flops / 1e9,
-            "rows": rows, "best": best, "best_per_clip": package_best, **check}
+    return {
+        "clips": len(ids),
+        "audio_s": float(corpus.seconds(ids).sum()),
+        "gflops_total": total_flops / 1e9,
+        "rows": rows,
+        "best": best,
+        "best_per_clip": package_best,
+        **check,
+    }
 
 
 def cold_extract(corpus: Corpus, backbone, source, cache: Path, ids: Sequence[str], precision: str = "fp32"):
@@ -338,8 +380,9 @@ def cold_extract(corpus: Corpus, backbone, source, cache: Path, ids: Sequence[st
     from trustser.features import extract_features
 
     t0 = time.perf_counter()
-    store, stats = extract_features(corpus.index, backbone, source, cache, clip_ids=list(ids), progress=False,
-                                    precision=precision)
+    store, stats = extract_features(
+        corpus.index, backbone, source, cache, clip_ids=list(ids), progress=False, precision=precision
+    )
     seconds = time.perf_counter() - t0
     if stats.computed != len(ids):
         raise RuntimeError(f"expected a cold cache: {stats.computed} of {len(ids)} clips computed")
@@ -347,8 +390,9 @@ def cold_extract(corpus: Corpus, backbone, source, cache: Path, ids: Sequence[st
 
 
 # ---------------------------------------------------------------------------------------- cache vs recompute
-def naive_epochs(backbone, corpus: Corpus, train_ids: Sequence[str], val_ids: Sequence[str], epochs: int,
-                 config) -> float:
+def naive_epochs(
+    backbone, corpus: Corpus, train_ids: Sequence[str], val_ids: Sequence[str], epochs: int, config
+) -> float:
     """Seconds per epoch of the naive way: every epoch runs the frozen backbone on each training batch's clips
     and on the validation clips (audio already in memory, which favours the naive path), then the same head
     step / validation UAR as ``train_head``."""
@@ -385,9 +429,20 @@ def naive_epochs(backbone, corpus: Corpus, train_ids: Sequence[str], val_ids: Se
     return (time.perf_counter() - t0) / epochs
 
 
-def cache_vs_recompute(name: str, backbone, source, corpus: Corpus, cache: Path, epochs: int, epochs_naive: int,
-                       flops: FlopsModel | None, peak_gflops: float, store=None,
-                       extract_s: float | None = None, stride: int = 1) -> dict[str, Any]:
+def cache_vs_recompute(
+    name: str,
+    backbone,
+    source,
+    corpus: Corpus,
+    cache: Path,
+    epochs: int,
+    epochs_naive: int,
+    flops: FlopsModel | None,
+    peak_gflops: float,
+    store=None,
+    extract_s: float | None = None,
+    stride: int = 1,
+) -> dict[str, Any]:
     """Head training over fold 1 from cached features (``epochs``) against the naive path, timed for
     ``epochs_naive`` epochs and scaled linearly to ``epochs``. Without ``store`` the fold's train + validation
     clips are first extracted cold into ``cache`` (timed). ``stride`` n keeps every n-th train and validation
@@ -409,12 +464,20 @@ def cache_vs_recompute(name: str, backbone, source, corpus: Corpus, cache: Path,
     naive_epoch_s = naive_epochs(backbone, corpus, train_ids, val_ids, epochs_naive, config)
     naive_s = naive_epoch_s * epochs
     out = {
-        "backbone": name, "weights": source.kind, "fold": fold.name, "clip_stride": stride,
+        "backbone": name,
+        "weights": source.kind,
+        "fold": fold.name,
+        "clip_stride": stride,
         "train_clips": len(train_ids),
-        "val_clips": len(val_ids), "epochs": epochs,
-        "cached_train_s": cached_s, "cached_epoch_s": cached_s / epochs,
-        "fp16_to_fp32_s": to_fp32_s, "cold_extract_s": extract_s,
-        "naive_epochs_timed": epochs_naive, "naive_epoch_s": naive_epoch_s, "naive_train_s_scaled": naive_s,
+        "val_clips": len(val_ids),
+        "epochs": epochs,
+        "cached_train_s": cached_s,
+        "cached_epoch_s": cached_s / epochs,
+        "fp16_to_fp32_s": to_fp32_s,
+        "cold_extract_s": extract_s,
+        "naive_epochs_timed": epochs_naive,
+        "naive_epoch_s": naive_epoch_s,
+        "naive_train_s_scaled": naive_s,
         "speedup_warm": naive_s / cached_s,
         "speedup_incl_cold_extraction": naive_s / (cached_s + extract_s + to_fp32_s),
     }
@@ -461,6 +524,7 @@ def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int
         def run() -> None:
             head.zero_grad()
             F.cross_entropy(forward(clips), target).backward()
+
         return run
 
     package = best_time(step(head.forward_clips), repeats)
@@ -468,10 +532,17 @@ def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int
     with torch.no_grad():
         diff = float((head.forward_clips(clips) - concat_first(head, clips)).abs().max())
     nbytes = head_step_bytes(clips)
-    return {"clips": len(clips), "frames": int(sum(c.shape[1] for c in clips)), "package_step_s": package,
-            "concat_first_step_s": before, "speedup": before / package, "logits_max_abs_diff": diff,
-            "feature_dtype": str(clips[0].dtype).removeprefix("torch."), "feature_bytes": nbytes,
-            "read_gbps": nbytes / package / GB}
+    return {
+        "clips": len(clips),
+        "frames": int(sum(c.shape[1] for c in clips)),
+        "package_step_s": package,
+        "concat_first_step_s": before,
+        "speedup": before / package,
+        "logits_max_abs_diff": diff,
+        "feature_dtype": str(clips[0].dtype).removeprefix("torch."),
+        "feature_bytes": nbytes,
+        "read_gbps": nbytes / package / GB,
+    }
 
 
 # ------------------------------------------------------------------------------------------ Whisper padding
@@ -492,13 +563,17 @@ def whisper_padding(backbone, corpus: Corpus, repeats: int) -> dict[str, Any]:
             out[f"{label}_encoder_s"] = best_time(lambda: backbone.forward_mel(mel, frames), repeats)
             out[f"{label}_full_s"] = best_time(lambda: backbone(w[None], n), repeats)
     true, pad = count_flops(name, 6.0), count_flops(name, 30.0)
-    out.update({
-        "clip_source": "EmoDB clip capped at 6 s" if six else "random noise",
-        "true_gflops": true.flops / 1e9, "padded_gflops": pad.flops / 1e9,
-        "flops_ratio": whisper_padding_flops_ratio(name), "encoder_flops_ratio": pad.backbone_flops / true.backbone_flops,
-        "encoder_time_ratio": out["padded_encoder_s"] / out["true_encoder_s"],
-        "full_time_ratio": out["padded_full_s"] / out["true_full_s"],
-    })
+    out.update(
+        {
+            "clip_source": "EmoDB clip capped at 6 s" if six else "random noise",
+            "true_gflops": true.flops / 1e9,
+            "padded_gflops": pad.flops / 1e9,
+            "flops_ratio": whisper_padding_flops_ratio(name),
+            "encoder_flops_ratio": pad.backbone_flops / true.backbone_flops,
+            "encoder_time_ratio": out["padded_encoder_s"] / out["true_encoder_s"],
+            "full_time_ratio": out["padded_full_s"] / out["true_full_s"],
+        }
+    )
     return out
 
 
@@ -511,8 +586,11 @@ def feature_difference(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tens
         diff = (y - x).flatten(1)
         rel += (diff.norm(dim=1) / x.flatten(1).norm(dim=1).clamp(min=1e-12)).tolist()
         rel_max += (diff.abs().amax(1) / x.flatten(1).abs().amax(1).clamp(min=1e-12)).tolist()
-    return {"max_relative_l2": max(rel), "median_relative_l2": statistics.median(rel),
-            "max_abs_over_layer_max": max(rel_max)}
+    return {
+        "max_relative_l2": max(rel),
+        "median_relative_l2": statistics.median(rel),
+        "max_abs_over_layer_max": max(rel_max),
+    }
 
 
 def test_uars(store, corpus: Corpus, folds: Sequence[Any], epochs: int, seed: int = 0) -> tuple[list[float], Any]:
@@ -521,8 +599,14 @@ def test_uars(store, corpus: Corpus, folds: Sequence[Any], epochs: int, seed: in
 
     scores, first_head = [], None
     for fold in folds:
-        result = train_head(store, corpus.labels, list(fold.train), list(fold.validation), NUM_CLASSES,
-                            TrainConfig(schedule="paper", epochs=epochs, seed=seed))
+        result = train_head(
+            store,
+            corpus.labels,
+            list(fold.train),
+            list(fold.validation),
+            NUM_CLASSES,
+            TrainConfig(schedule="paper", epochs=epochs, seed=seed),
+        )
         y_true = np.array([corpus.labels[c] for c in fold.test])
         scores.append(uar(y_true, predict(result.head, store, list(fold.test)), NUM_CLASSES))
         first_head = result.head if first_head is None else first_head
@@ -548,10 +632,16 @@ def attack_cost(backbone, head, corpus: Corpus, n_clips: int) -> dict[str, Any]:
             classifier(w[None])
             forward.append(time.perf_counter() - t0)
         preds = [int(classifier(w[None]).argmax(-1)) for w in waves]
-    out = {"clips": len(chosen), "audio_s": float(sum(w.numel() for w in waves) / 16000),
-           "forward_s_per_clip": float(np.mean(forward))}
-    for label, attack, snrs in (("fgsm_sweep", "fgsm", SWEEP_SNRS), ("fgsm_45db", "fgsm", (45.0,)),
-                                ("gaussian_sweep", "gaussian", SWEEP_SNRS)):
+    out = {
+        "clips": len(chosen),
+        "audio_s": float(sum(w.numel() for w in waves) / 16000),
+        "forward_s_per_clip": float(np.mean(forward)),
+    }
+    for label, attack, snrs in (
+        ("fgsm_sweep", "fgsm", SWEEP_SNRS),
+        ("fgsm_45db", "fgsm", (45.0,)),
+        ("gaussian_sweep", "gaussian", SWEEP_SNRS),
+    ):
         t0 = time.perf_counter()
         reports = run_attack(classifier, waves, preds, attack, snrs, clip_ids=chosen, clean_predictions=preds)
         per_clip = (time.perf_counter() - t0) / len(chosen)
@@ -561,8 +651,15 @@ def attack_cost(backbone, head, corpus: Corpus, n_clips: int) -> dict[str, Any]:
     return out
 
 
-def attack_batching(backbone, head, corpus: Corpus, n_clips: int, batch_sizes: Sequence[int], repeats: int,
-                    snrs: Sequence[float] = SWEEP_SNRS) -> dict[str, Any]:
+def attack_batching(
+    backbone,
+    head,
+    corpus: Corpus,
+    n_clips: int,
+    batch_sizes: Sequence[int],
+    repeats: int,
+    snrs: Sequence[float] = SWEEP_SNRS,
+) -> dict[str, Any]:
     """FGSM over the same clips one at a time (``batch_size`` 1) and in length-sorted padded batches, as the
     pipeline runs it (every SNR of ``snrs``; each clip labelled with its clean prediction, so every clip pays).
 
@@ -582,26 +679,39 @@ def attack_batching(backbone, head, corpus: Corpus, n_clips: int, batch_sizes: S
     sizes = [1, *dict.fromkeys(b for b in batch_sizes if b > 1)]
 
     def fgsm(batch_size: int):
-        return run_attack(classifier, waves, preds, "fgsm", snrs, clip_ids=chosen, clean_predictions=preds,
-                          settings=AttackSettings(batch_size=batch_size))
+        return run_attack(
+            classifier,
+            waves,
+            preds,
+            "fgsm",
+            snrs,
+            clip_ids=chosen,
+            clean_predictions=preds,
+            settings=AttackSettings(batch_size=batch_size),
+        )
 
     def outcome(reports) -> list[tuple]:
-        return [(r.clip_id, r.status, r.clean_pred, r.adv_pred, r.flipped) for rep in reports.values()
-                for r in rep.records]
+        return [
+            (r.clip_id, r.status, r.clean_pred, r.adv_pred, r.flipped) for rep in reports.values() for r in rep.records
+        ]
 
     fgsm(max(sizes)) if len(waves) > 1 else None  # warm-up (allocator, kernels)
     times: dict[int, list[float]] = {b: [] for b in sizes}
     outcomes: dict[int, list[tuple]] = {}
     for r in range(repeats):
-        for b in (sizes if r % 2 == 0 else sizes[::-1]):
+        for b in sizes if r % 2 == 0 else sizes[::-1]:
             t0 = time.perf_counter()
             reports = fgsm(b)
             times[b].append(time.perf_counter() - t0)
             outcomes.setdefault(b, outcome(reports))
     per_clip = min(times[1])
     return {
-        "clips": len(chosen), "audio_s": float(sum(w.numel() for w in waves) / 16000), "snrs": list(snrs),
-        "repeats": repeats, "threads": torch.get_num_threads(), "attack": "fgsm",
+        "clips": len(chosen),
+        "audio_s": float(sum(w.numel() for w in waves) / 16000),
+        "snrs": list(snrs),
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "attack": "fgsm",
         "seconds": {str(b): t for b, t in times.items()},
         "per_clip_s": per_clip,
         "speedup": {str(b): per_clip / min(times[b]) for b in sizes if b > 1},

@@ -78,6 +78,7 @@ def sweep_child(spec_path: str) -> None:
 
     def validation(original):
         """train_head's per-epoch validation predictions, charged to the stage that trains."""
+
         def wrapper(*args, **kwargs):
             t0 = time.perf_counter()
             try:
@@ -85,6 +86,7 @@ def sweep_child(spec_path: str) -> None:
             finally:
                 if current:
                     add(stages, f"{current[-1]}.validation", time.perf_counter() - t0)
+
         return wrapper
 
     trustser.training.predict = validation(trustser.training.predict)
@@ -102,11 +104,21 @@ def sweep_child(spec_path: str) -> None:
 
     o = spec["overrides"]
     train = TrainConfig(**{k: v for k, v in o.items() if k in TrainConfig.__dataclass_fields__})
-    trust = ex.TrustConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in o.items()
-                              if k in ex.TrustConfig.__dataclass_fields__})
-    config = ex.RunConfig(backbone=spec["backbone"], dataset="emodb", data_root=spec["data_root"],
-                          folds=spec["folds"], cache_dir=spec["cache_dir"], train=train, trust=trust,
-                          random_init=bool(o.get("random_init", False)), experiment="bench", progress=False)
+    trust = ex.TrustConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in o.items() if k in ex.TrustConfig.__dataclass_fields__}
+    )
+    config = ex.RunConfig(
+        backbone=spec["backbone"],
+        dataset="emodb",
+        data_root=spec["data_root"],
+        folds=spec["folds"],
+        cache_dir=spec["cache_dir"],
+        train=train,
+        trust=trust,
+        random_init=bool(o.get("random_init", False)),
+        experiment="bench",
+        progress=False,
+    )
     t0 = time.perf_counter()
     result = ex.run_experiment(config)
     wall = time.perf_counter() - t0
@@ -131,35 +143,55 @@ def sweep_child(spec_path: str) -> None:
         ran = done.metrics
         tr, va = sum(frames[c] for c in fold.train), sum(frames[c] for c in fold.validation)
         work["train_frame_epochs"] += int(ran.get("epochs_run", epochs_for(len(fold.train), train))) * (tr + va)
-        work["probe_frame_epochs"] += int(ran.get("privacy_gender_epochs_run", epochs_for(len(fold.train), probe))) \
-            * (tr + va)
+        work["probe_frame_epochs"] += int(ran.get("privacy_gender_epochs_run", epochs_for(len(fold.train), probe))) * (
+            tr + va
+        )
         s_train, s_val, _ = within_speaker_split(list(fold.train), index.clips)
-        work["probe_frame_epochs"] += int(ran.get("privacy_speaker_epochs_run", epochs_for(len(s_train), probe))) \
-            * sum(frames[c] for c in (*s_train, *s_val))
+        work["probe_frame_epochs"] += int(ran.get("privacy_speaker_epochs_run", epochs_for(len(s_train), probe))) * sum(
+            frames[c] for c in (*s_train, *s_val)
+        )
         test = list(fold.test)
         chosen = ex.attack_subset(test, trust.max_attack_clips)
         work["test_audio_s"] += sum(seconds[test[i]] for i in chosen)
     work["extract_audio_s"] = sum(seconds.values())
-    stages["other"] = wall - sum(stages.get(k, 0.0) for k in ("extract", "train", "probes", "attacks", "flops",
-                                                                "load_backbone", "mlflow_setup"))
+    stages["other"] = wall - sum(
+        stages.get(k, 0.0) for k in ("extract", "train", "probes", "attacks", "flops", "load_backbone", "mlflow_setup")
+    )
     fold1 = list(folds[0].train)
     step = head_step(store.in_float32(), {c: index.clips[c].label for c in store}, fold1)
     out = {
-        "backbone": spec["backbone"], "folds": len(folds), "clips": len(store), "wall_s": wall,
-        "stages_s": stages, "minor_page_faults": faults, "head_step_in_pipeline_process": step, "work": work, "clip_seconds": seconds, "clip_frames": frames,
-        "feature_store_bytes_fp16": store.nbytes(), "peak_rss_bytes": vm_hwm_bytes(),
+        "backbone": spec["backbone"],
+        "folds": len(folds),
+        "clips": len(store),
+        "wall_s": wall,
+        "stages_s": stages,
+        "minor_page_faults": faults,
+        "head_step_in_pipeline_process": step,
+        "work": work,
+        "clip_seconds": seconds,
+        "clip_frames": frames,
+        "feature_store_bytes_fp16": store.nbytes(),
+        "peak_rss_bytes": vm_hwm_bytes(),
         "test_uar_mean": result.summary.get("test_uar_mean"),
         "safety_fgsm_asr_mean": result.summary.get("safety_fgsm_asr_mean"),
         "privacy_gender_accuracy_mean": result.summary.get("privacy_gender_accuracy_mean"),
-        "sustainability_gflops": result.summary.get("sustainability_gflops_mean",
-                                                    result.summary.get("sustainability_gflops")),
+        "sustainability_gflops": result.summary.get(
+            "sustainability_gflops_mean", result.summary.get("sustainability_gflops")
+        ),
         "probe_config": PROBE_CONFIG.as_params(),
     }
     Path(spec["result"]).write_text(json.dumps(out))
 
 
-def run_sweep(backbone: str, folds: str, work_dir: Path, feature_cache: Path | None, n_threads: int,
-              overrides: Mapping[str, Any] | None = None, data_root: str | None = None) -> dict[str, Any]:
+def run_sweep(
+    backbone: str,
+    folds: str,
+    work_dir: Path,
+    feature_cache: Path | None,
+    n_threads: int,
+    overrides: Mapping[str, Any] | None = None,
+    data_root: str | None = None,
+) -> dict[str, Any]:
     """The whole pipeline over EmoDB in a fresh subprocess (clean peak memory), MLflow into a temporary sqlite
     store. ``feature_cache`` None: a fresh feature cache (cold extraction); else that cache (warm)."""
     from trustser.paths import cache_dir
@@ -173,16 +205,30 @@ def run_sweep(backbone: str, folds: str, work_dir: Path, feature_cache: Path | N
         if (real / name).exists():
             (cache_root / name).symlink_to(real / name)
     spec = {
-        "backbone": backbone, "folds": folds, "data_root": data_root,
-        "cache_dir": str(root / "features" if feature_cache is None else feature_cache), "threads": n_threads,
-        "overrides": dict(overrides or {}), "result": str(root / "result.json"),
+        "backbone": backbone,
+        "folds": folds,
+        "data_root": data_root,
+        "cache_dir": str(root / "features" if feature_cache is None else feature_cache),
+        "threads": n_threads,
+        "overrides": dict(overrides or {}),
+        "result": str(root / "result.json"),
     }
     (root / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "TRUSTSER_CACHE": str(cache_root), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-           "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "TRUSTSER_CACHE": str(cache_root),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+        "PYTHONWARNINGS": "ignore",
+    }
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(root / "spec.json")],
-                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(root / "spec.json")],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"sweep subprocess failed ({proc.returncode}):\n{proc.stdout[-4000:]}")
     out = json.loads((root / "result.json").read_text())
@@ -192,8 +238,15 @@ def run_sweep(backbone: str, folds: str, work_dir: Path, feature_cache: Path | N
     return out
 
 
-def extrapolate(sweep: dict[str, Any], flops: FlopsModel, frames_per_second: float, layers: int,
-                hidden: int, budget_bytes: int, extract_gflops_per_s: float) -> dict[str, Any]:
+def extrapolate(
+    sweep: dict[str, Any],
+    flops: FlopsModel,
+    frames_per_second: float,
+    layers: int,
+    hidden: int,
+    budget_bytes: int,
+    extract_gflops_per_s: float,
+) -> dict[str, Any]:
     """Scale the sweep's per-unit costs to the method's corpora (an estimate; assumptions in CORPORA)."""
     stages, work = sweep["stages_s"], sweep["work"]
     rate_train = stages["train"] / max(work["train_frame_epochs"], 1)
@@ -225,25 +278,42 @@ def extrapolate(sweep: dict[str, Any], flops: FlopsModel, frames_per_second: flo
         store = n * frames * fp16_per_frame
         fp32 = 2 * store if 2 * store <= budget_bytes else 0
         rows[name] = {
-            "clips": n, "mean_s": d, "folds": k,
-            "stages_s": {"extract": extract, "train": train, "probes": probes, "attacks": attacks, "flops": flops_s,
-                         "other": other},
+            "clips": n,
+            "mean_s": d,
+            "folds": k,
+            "stages_s": {
+                "extract": extract,
+                "train": train,
+                "probes": probes,
+                "attacks": attacks,
+                "flops": flops_s,
+                "other": other,
+            },
             "total_h": (extract + train + probes + attacks + flops_s + other) / 3600,
-            "feature_store_gb_fp16": store / 2**30, "fp32_copy": bool(fp32),
+            "feature_store_gb_fp16": store / 2**30,
+            "fp32_copy": bool(fp32),
             "peak_rss_gb_est": (base_rss + store + fp32) / 2**30,
         }
-    return {"rates": {"train_s_per_frame_epoch": rate_train, "probe_s_per_frame_epoch": rate_probe,
-                      "attack_s_per_test_audio_s": rate_attack, "other_s_per_fold": other_per_fold,
-                      "extract_gflops_per_s": extract_gflops_per_s},
-            "corpora": rows,
-            "assumptions": ("clip counts: the method's 4-class totals; mean durations after the 6 s cap: IEMOCAP 4.5 s, "
-                            "CREMA-D 2.5 s, MSP-Improv 3.5 s, MSP-Podcast 6 s; every clip at the mean length; "
-                            "partitions 60/20/20 (MSP-Improv 4/6, 1/6, 1/6; MSP-Podcast's official split taken as "
-                            "60/20/20, one 'fold'); extraction at the FLOP/s achieved on EmoDB; head training and "
-                            "probes at EmoDB's seconds per frame-epoch; attacks at EmoDB's seconds per second of test "
-                            "audio (EmoDB's share of correctly classified clips - harder corpora attack fewer); "
-                            "FLOPs/latency/memory stage as measured; peak RSS = EmoDB peak - EmoDB feature store + "
-                            "the corpus's store (fp16, plus an fp32 copy when it fits TRUSTSER_FP32_BUDGET_GB)")}
+    return {
+        "rates": {
+            "train_s_per_frame_epoch": rate_train,
+            "probe_s_per_frame_epoch": rate_probe,
+            "attack_s_per_test_audio_s": rate_attack,
+            "other_s_per_fold": other_per_fold,
+            "extract_gflops_per_s": extract_gflops_per_s,
+        },
+        "corpora": rows,
+        "assumptions": (
+            "clip counts: the method's 4-class totals; mean durations after the 6 s cap: IEMOCAP 4.5 s, "
+            "CREMA-D 2.5 s, MSP-Improv 3.5 s, MSP-Podcast 6 s; every clip at the mean length; "
+            "partitions 60/20/20 (MSP-Improv 4/6, 1/6, 1/6; MSP-Podcast's official split taken as "
+            "60/20/20, one 'fold'); extraction at the FLOP/s achieved on EmoDB; head training and "
+            "probes at EmoDB's seconds per frame-epoch; attacks at EmoDB's seconds per second of test "
+            "audio (EmoDB's share of correctly classified clips - harder corpora attack fewer); "
+            "FLOPs/latency/memory stage as measured; peak RSS = EmoDB peak - EmoDB feature store + "
+            "the corpus's store (fp16, plus an fp32 copy when it fits TRUSTSER_FP32_BUDGET_GB)"
+        ),
+    }
 
 
 if __name__ == "__main__":

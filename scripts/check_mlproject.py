@@ -26,8 +26,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EMODB = REPO.parent / "shared" / "data" / "emodb"
-FAMILIES = ("test_uar", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds",
-            "sustainability_gflops")
+FAMILIES = (
+    "test_uar",
+    "privacy_gender_accuracy",
+    "safety_fgsm_asr",
+    "fairness_equality_of_odds",
+    "sustainability_gflops",
+)
 
 
 def small_emodb(root: Path) -> Path:
@@ -50,14 +55,36 @@ def check_one(backbone: str, random_init: bool, data_root: Path, work: Path) -> 
     store = work / f"{backbone}-{'random' if random_init else 'real'}"
     store.mkdir()
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "TRUSTSER_CACHE": str(work / "cache"),
-           # the entry point's command starts `python`: this interpreter's, where trustser is installed
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TRUSTSER_CACHE": str(work / "cache"),
+        # the entry point's command starts `python`: this interpreter's, where trustser is installed
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow_cli), "run", str(REPO), "-P", f"backbone={backbone}", "-P", "dataset=emodb",
-               "-P", f"data_root={data_root}", "-P", f"random_init={'true' if random_init else 'false'}",
-               "-P", "folds=1", "-P", "schedule=paper", "-P", "epochs=1", "--env-manager", "local"]
+    command = [
+        str(mlflow_cli),
+        "run",
+        str(REPO),
+        "-P",
+        f"backbone={backbone}",
+        "-P",
+        "dataset=emodb",
+        "-P",
+        f"data_root={data_root}",
+        "-P",
+        f"random_init={'true' if random_init else 'false'}",
+        "-P",
+        "folds=1",
+        "-P",
+        "schedule=paper",
+        "-P",
+        "epochs=1",
+        "--env-manager",
+        "local",
+    ]
     t0 = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=store)
     wall = time.perf_counter() - t0
@@ -76,8 +103,10 @@ def check_one(backbone: str, random_init: bool, data_root: Path, work: Path) -> 
     expected = "random" if random_init else "pretrained"
     if missing or not math.isfinite(uar) or weights != expected:
         return False, f"missing {missing}, test UAR {uar}, weights tag {weights!r} (expected {expected})"
-    return True, (f"{wall:5.0f} s  UAR {uar:.3f}  weights={weights} ({parents[0].data.tags.get('weights_source')})  "
-                  f"FGSM ASR {fold.metrics['safety_fgsm_asr']:.3f}  {fold.metrics['sustainability_gflops']:.2f} GFLOPs")
+    return True, (
+        f"{wall:5.0f} s  UAR {uar:.3f}  weights={weights} ({parents[0].data.tags.get('weights_source')})  "
+        f"FGSM ASR {fold.metrics['safety_fgsm_asr']:.3f}  {fold.metrics['sustainability_gflops']:.2f} GFLOPs"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, random_init in plan:
             ok, line = check_one(name, random_init, data_root, work)
             failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {name:<16} {'random init' if random_init else 'real weights':<12} {line}",
-                  flush=True)
+            print(
+                f"{'ok  ' if ok else 'FAIL'} {name:<16} {'random init' if random_init else 'real weights':<12} {line}",
+                flush=True,
+            )
     print(f"{len(plan) - failures} passed, {failures} failed")
     return 1 if failures else 0
 

@@ -33,11 +33,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 FEATURE_TOLERANCE = 1e-2  # relative: max |cpu - cuda| / max |cpu|, fp32 (TF32 convolutions included)
-BACKBONES = ("whisper_tiny_en", "whisper_base", "whisper_tiny", "wav2vec2_base", "wavlm_base_plus", "hubert_base",
-             "apc", "tera")
+BACKBONES = (
+    "whisper_tiny_en",
+    "whisper_base",
+    "whisper_tiny",
+    "wav2vec2_base",
+    "wavlm_base_plus",
+    "hubert_base",
+    "apc",
+    "tera",
+)
 PACKAGED = {"whisper_tiny_en", "whisper_base"}  # real weights ship as packages; the rest run with random weights
-FOLD_METRICS = ("test_uar", "test_ece", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds",
-                "reference_linear_uar")
+FOLD_METRICS = (
+    "test_uar",
+    "test_ece",
+    "privacy_gender_accuracy",
+    "safety_fgsm_asr",
+    "fairness_equality_of_odds",
+    "reference_linear_uar",
+)
 
 
 def feature_check(names: Sequence[str], n_clips: int) -> dict[str, Any]:
@@ -78,9 +92,15 @@ def feature_check(names: Sequence[str], n_clips: int) -> dict[str, Any]:
             worst_abs = max(worst_abs, diff)
             worst_rel = max(worst_rel, diff / max(float(reference.abs().max()), 1e-12))
         seconds["cuda"] = time.perf_counter() - t0
-        out[name] = {"weights": "random" if source.is_random else "pretrained", "clips": len(clips),
-                     "max_abs_diff": worst_abs, "max_rel_diff": worst_rel, "within_tolerance": worst_rel <= FEATURE_TOLERANCE,
-                     "seconds": seconds, "clips_per_s": {k: len(clips) / v for k, v in seconds.items() if v > 0}}
+        out[name] = {
+            "weights": "random" if source.is_random else "pretrained",
+            "clips": len(clips),
+            "max_abs_diff": worst_abs,
+            "max_rel_diff": worst_rel,
+            "within_tolerance": worst_rel <= FEATURE_TOLERANCE,
+            "seconds": seconds,
+            "clips_per_s": {k: len(clips) / v for k, v in seconds.items() if v > 0},
+        }
         del backbone
         torch.cuda.empty_cache()
     return out
@@ -97,9 +117,16 @@ def fold_check(precisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
             import mlflow
 
             mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-            config = RunConfig(backbone="whisper_tiny_en", folds="1", device=device, precision=precision,
-                               cache_dir=f"{tmp}/cache", progress=False, log_model=False,
-                               trust=TrustConfig(max_attack_clips=32, sweep_snrs=(45.0,), measure_cost=False))
+            config = RunConfig(
+                backbone="whisper_tiny_en",
+                folds="1",
+                device=device,
+                precision=precision,
+                cache_dir=f"{tmp}/cache",
+                progress=False,
+                log_model=False,
+                trust=TrustConfig(max_attack_clips=32, sweep_snrs=(45.0,), measure_cost=False),
+            )
             t0 = time.perf_counter()
             result = run_experiment(config)
             wall = time.perf_counter() - t0
@@ -111,8 +138,9 @@ def fold_check(precisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
         }
     cpu = runs.get("cpu/fp32", {}).get("metrics", {})
     for name, run in runs.items():
-        run["difference_from_cpu"] = {k: (v - cpu[k]) if v is not None and cpu.get(k) is not None else None
-                                      for k, v in run["metrics"].items()}
+        run["difference_from_cpu"] = {
+            k: (v - cpu[k]) if v is not None and cpu.get(k) is not None else None for k, v in run["metrics"].items()
+        }
     return runs
 
 
@@ -126,8 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    report: dict[str, Any] = {"cuda": torch.cuda.is_available(), "torch": torch.__version__,
-                              "python": platform.python_version()}
+    report: dict[str, Any] = {
+        "cuda": torch.cuda.is_available(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if not report["cuda"]:
         report["message"] = "no CUDA device: nothing to compare (run this on a machine with a GPU)"
     else:

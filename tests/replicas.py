@@ -118,8 +118,7 @@ def crema_d_names() -> list[str]:
     with open(CREMA_D_METADATA / "SentenceFilenames.csv", newline="") as handle:
         rows = list(csv.reader(handle))[1:]
     return [
-        name for _, name in rows
-        if name.split("_")[0] in CREMA_D_ACTORS and name.split("_")[1] in CREMA_D_SENTENCES
+        name for _, name in rows if name.split("_")[0] in CREMA_D_ACTORS and name.split("_")[1] in CREMA_D_SENTENCES
     ]
 
 
@@ -135,10 +134,20 @@ def build_crema_d(tmp: Path, with_votes: bool = True) -> Path:
     for name in names:
         write_wav(root / "AudioWAV" / f"{name}.wav")
     if with_votes:
-        header = ["", "FileName", "VoiceVote", "VoiceLevel", "FaceVote", "FaceLevel", "MultiModalVote",
-                  "MultiModalLevel"]
-        rows = [[i, n, voice_vote(n), "60.5", multimodal_vote(n), "70.25", multimodal_vote(n), "65.5"]
-                for i, n in enumerate(names, start=1)]
+        header = [
+            "",
+            "FileName",
+            "VoiceVote",
+            "VoiceLevel",
+            "FaceVote",
+            "FaceLevel",
+            "MultiModalVote",
+            "MultiModalLevel",
+        ]
+        rows = [
+            [i, n, voice_vote(n), "60.5", multimodal_vote(n), "70.25", multimodal_vote(n), "65.5"]
+            for i, n in enumerate(names, start=1)
+        ]
         write_csv(root / "processedResults" / "summaryTable.csv", header, rows, quote_all=True)
     return root
 
@@ -169,9 +178,7 @@ def build_msp_improv(tmp: Path, label_name: str = "Evalution.txt") -> Path:
     for session in range(1, 7):
         for sentence, gender, kind, turn, letter in MSP_IMPROV_UTTERANCES:
             utterance = f"{sentence}-{gender}{session:02d}-{kind}-{turn}"
-            lines.append(
-                f"UTD-IMPROV-{utterance}.avi; {letter}; A:4.000000; V:2.000000; D:2.500000 ; N:3.000000;"
-            )
+            lines.append(f"UTD-IMPROV-{utterance}.avi; {letter}; A:4.000000; V:2.000000; D:2.500000 ; N:3.000000;")
             for rater in ("p101", "p102", "p103"):
                 lines.append(RATER_LINE.format(rater=rater, emotion=CONSENSUS_NAMES[letter], a="4.000000"))
             lines.append("")
@@ -184,10 +191,17 @@ def build_msp_improv(tmp: Path, label_name: str = "Evalution.txt") -> Path:
 
 MSP_PODCAST_GROUPS = (
     # Split_Set, SpkrID, Gender
-    ("Train", "127", "Female"), ("Train", "128", "Male"), ("Train", "Unknown", "Unknown"),
-    ("Development", "200", "Female"), ("Development", "201", "Male"), ("Development", "Unknown", "Unknown"),
-    ("Test1", "300", "Female"), ("Test1", "301", "Male"), ("Test1", "Unknown", "Unknown"),
-    ("Test2", "400", "Female"), ("Test2", "401", "Male"),
+    ("Train", "127", "Female"),
+    ("Train", "128", "Male"),
+    ("Train", "Unknown", "Unknown"),
+    ("Development", "200", "Female"),
+    ("Development", "201", "Male"),
+    ("Development", "Unknown", "Unknown"),
+    ("Test1", "300", "Female"),
+    ("Test1", "301", "Male"),
+    ("Test1", "Unknown", "Unknown"),
+    ("Test2", "400", "Female"),
+    ("Test2", "401", "Male"),
 )
 MSP_PODCAST_CLASSES = ("N", "H", "S", "A", "U", "X")
 """Every (split, speaker) group has one clip of each class: 4 in the task, surprise and no-consensus outside."""
@@ -237,8 +251,11 @@ def build_absolute_manifest(tmp: Path) -> Path:
     Same rows as :func:`build_manifest`; returns the manifest file (its folder holds no audio at all).
     """
     emotions = ("neutral", "happy", "sad", "angry")
-    rows = [[str(write_wav(tmp / "store" / s / f"{i}.wav")), s, g, e]
-            for s, g in MANIFEST_SPEAKERS for i, e in enumerate(emotions)]
+    rows = [
+        [str(write_wav(tmp / "store" / s / f"{i}.wav")), s, g, e]
+        for s, g in MANIFEST_SPEAKERS
+        for i, e in enumerate(emotions)
+    ]
     return write_csv(tmp / "lists" / "manifest.csv", ["path", "speaker", "gender", "emotion"], rows)
 
 
@@ -252,9 +269,15 @@ SHORT_LABEL_MAP = "neu=neutral,hap=happy,sad=sad,ang=angry"
 def speechbrain_records(speaker_field: str = "spk_id") -> dict[str, dict[str, object]]:
     """Each :data:`MANIFEST_SPEAKERS` speaker says each short label once, as SpeechBrain's recipes key them."""
     return {
-        f"{s}_{i}": {"wav": f"{{data_root}}/wavs/{s}/{i}.wav", "length": 0.5, "emo": label, speaker_field: s,
-                     "gender": g}
-        for s, g in MANIFEST_SPEAKERS for i, label in enumerate(SHORT_LABELS)
+        f"{s}_{i}": {
+            "wav": f"{{data_root}}/wavs/{s}/{i}.wav",
+            "length": 0.5,
+            "emo": label,
+            speaker_field: s,
+            "gender": g,
+        }
+        for s, g in MANIFEST_SPEAKERS
+        for i, label in enumerate(SHORT_LABELS)
     }
 
 
@@ -286,9 +309,16 @@ def emobox_records(with_speaker: bool = True) -> list[dict[str, object]]:
     for s, _ in MANIFEST_SPEAKERS:
         for i, label in enumerate(SHORT_LABELS):
             record: dict[str, object] = {
-                "key": f"{EMOBOX_DATASET}-{s}_{i}", "dataset": EMOBOX_DATASET,
-                "wav": f"downloads/{EMOBOX_DATASET}/{s}/{i}.wav", "type": "raw", "sample_rate": SAMPLE_RATE,
-                "num_frame": 8000.0, "task": "category", "length": 0.5, "emo": label, "channel": 1,
+                "key": f"{EMOBOX_DATASET}-{s}_{i}",
+                "dataset": EMOBOX_DATASET,
+                "wav": f"downloads/{EMOBOX_DATASET}/{s}/{i}.wav",
+                "type": "raw",
+                "sample_rate": SAMPLE_RATE,
+                "num_frame": 8000.0,
+                "task": "category",
+                "length": 0.5,
+                "emo": label,
+                "channel": 1,
             }
             if with_speaker:
                 record["speaker"] = s

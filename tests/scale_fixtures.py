@@ -25,7 +25,10 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 SPACE_BASE = {
-    "dataset": "emodb", "folds": "1", "random_init": True, "max_seconds": 1.0,
+    "dataset": "emodb",
+    "folds": "1",
+    "random_init": True,
+    "max_seconds": 1.0,
     "train": {"epochs": 1, "batch_size": 16},
     "trust": {"safety": False, "probes": False, "measure_cost": False},
     # with safety and probes off there is no privacy or safety number: optimise the three axes measured
@@ -56,15 +59,20 @@ def scale_services() -> Iterator[dict]:
     directory = Path(tempfile.mkdtemp(prefix="trustser-scale-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     try:
-        done = subprocess.run(trustser_command("services", "start", "--dir", str(directory), "--pg-port", "0",
-                                               "--mlflow-port", "0", "--fast", "--json"),
-                              capture_output=True, text=True, timeout=300, env=env)
+        done = subprocess.run(
+            trustser_command(
+                "services", "start", "--dir", str(directory), "--pg-port", "0", "--mlflow-port", "0", "--fast", "--json"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         if done.returncode != 0:
             pytest.fail(f"trustser services start failed ({done.returncode}):\n{done.stderr[-4000:]}")
         yield json.loads(done.stdout)
     finally:
-        subprocess.run(trustser_command("services", "stop", "--dir", str(directory)), capture_output=True,
-                       timeout=120)
+        subprocess.run(trustser_command("services", "stop", "--dir", str(directory)), capture_output=True, timeout=120)
         Services(directory).stop()  # nothing left to do unless the command above failed
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -74,8 +82,9 @@ def _connect(url: str, dbname: str):
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
-    return psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password, dbname=dbname,
-                           autocommit=True)
+    return psycopg.connect(
+        host=u.host, port=u.port, user=u.username, password=u.password, dbname=dbname, autocommit=True
+    )
 
 
 @pytest.fixture
@@ -114,8 +123,9 @@ class Sweep:
     def start(self, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         out = open(log, "ab")
         try:
-            process = subprocess.Popen(trustser_command(*args), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                trustser_command(*args), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             out.close()
         self.processes.append(process)
@@ -173,9 +183,15 @@ def wait_for_file(path: Path, process: subprocess.Popen, log: Path, timeout: flo
 
 def worker_env(storage: str, tracking: str, runner: str, **extra: str) -> dict[str, str]:
     """The environment of a sweep's processes: storage, tracking server, injected runner (tests/ importable)."""
-    env = {**os.environ, "TRUSTSER_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking,
-           "TRUSTSER_TRIAL_RUNNER": runner, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "TRUSTSER_STORAGE": storage,
+        "MLFLOW_TRACKING_URI": tracking,
+        "TRUSTSER_TRIAL_RUNNER": runner,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+    }
     for key in ("SCALE_PAUSE_AT", "SCALE_PAUSED", "SCALE_HANG"):
         env.pop(key, None)
     env.update(extra)

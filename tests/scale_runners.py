@@ -22,8 +22,17 @@ GFLOPS = {"whisper_tiny": 2.3, "apc": 2.5, "wav2vec2_base": 41.7}
 
 
 def record(event: str, config, **extra) -> None:
-    line = json.dumps({"event": event, "pid": os.getpid(), "t": time.time(), "backbone": config.backbone,
-                       "unfreeze_top": config.unfreeze_top, "width": config.train.width, **extra})
+    line = json.dumps(
+        {
+            "event": event,
+            "pid": os.getpid(),
+            "t": time.time(),
+            "backbone": config.backbone,
+            "unfreeze_top": config.unfreeze_top,
+            "width": config.train.width,
+            **extra,
+        }
+    )
     fd = os.open(os.environ["SCALE_CALLS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
@@ -61,9 +70,13 @@ def fake(config) -> dict[str, float]:
     time.sleep(float(os.environ.get("SCALE_FAKE_SECONDS", "0.5")))
     k = zlib.crc32(f"{config.backbone}/{config.unfreeze_top}/{config.train.width}".encode()) % 100 / 1000
     record("end", config)
-    return {"test_uar_mean": 0.4 + k + 0.05 * config.unfreeze_top, "privacy_gender_accuracy_mean": 0.8 - k,
-            "safety_fgsm_asr_mean": 0.7 + 0.1 * config.unfreeze_top - k, "fairness_equality_of_odds_mean": 0.2 + k,
-            "sustainability_gflops": GFLOPS[config.backbone] + config.train.width / 1000}
+    return {
+        "test_uar_mean": 0.4 + k + 0.05 * config.unfreeze_top,
+        "privacy_gender_accuracy_mean": 0.8 - k,
+        "safety_fgsm_asr_mean": 0.7 + 0.1 * config.unfreeze_top - k,
+        "fairness_equality_of_odds_mean": 0.2 + k,
+        "sustainability_gflops": GFLOPS[config.backbone] + config.train.width / 1000,
+    }
 
 
 def real(config) -> dict[str, float]:
@@ -113,8 +126,12 @@ def extract(data_root: str, go: str, out: str) -> None:
     Path(f"{out}.ready").touch()
     while not Path(go).exists():
         time.sleep(0.005)
-    store, stats = extract_features(index, backbone, source, max_seconds=1.0, progress=False,
-                                    clip_ids=sorted(index.clips)[:CONCURRENT_CLIPS])
+    store, stats = extract_features(
+        index, backbone, source, max_seconds=1.0, progress=False, clip_ids=sorted(index.clips)[:CONCURRENT_CLIPS]
+    )
     digests = {cid: hashlib.sha256(store[cid].numpy().tobytes()).hexdigest() for cid in store}
-    Path(out).write_text(json.dumps({"computed": stats.computed, "reused": stats.reused,
-                                     "rebuilt": stats.rebuilt_corrupt, "digests": digests}))
+    Path(out).write_text(
+        json.dumps(
+            {"computed": stats.computed, "reused": stats.reused, "rebuilt": stats.rebuilt_corrupt, "digests": digests}
+        )
+    )

@@ -20,8 +20,9 @@ KEY = FeatureKey("synthetic", "generated")
 SPEAKERS = 10
 
 
-def write_store(root: Path, n_clips: int, layers: int = 4, hidden: int = 64, frames: tuple[int, int] = (20, 40),
-                seed: int = 0) -> Path:
+def write_store(
+    root: Path, n_clips: int, layers: int = 4, hidden: int = 64, frames: tuple[int, int] = (20, 40), seed: int = 0
+) -> Path:
     """Write ``n_clips`` entries under ``root/entries`` and their metadata to ``root/clips.json`` (returned)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a loaded machine, many small multi-threaded ops stall on each other
@@ -44,8 +45,15 @@ def _write(root: Path, n_clips: int, layers: int, hidden: int, frames: tuple[int
         x += directions[emotion] + directions[len(EMOTIONS) + gender] + 0.7 * directions[len(EMOTIONS) + 2 + speaker]
         path = root / "entries" / f"{i:06d}.safetensors"
         write_entry(path, x)
-        meta.append({"clip_id": f"s{speaker}_{i:06d}", "path": str(path), "speaker": f"s{speaker}",
-                     "gender": GENDERS[gender], "emotion": EMOTIONS[emotion]})
+        meta.append(
+            {
+                "clip_id": f"s{speaker}_{i:06d}",
+                "path": str(path),
+                "speaker": f"s{speaker}",
+                "gender": GENDERS[gender],
+                "emotion": EMOTIONS[emotion],
+            }
+        )
     out = root / "clips.json"
     out.write_text(json.dumps(meta))
     return out

@@ -42,14 +42,17 @@ def test_clips_longer_than_six_seconds_keep_their_first_six(tmp_path):
     np.testing.assert_allclose(out, data[:96000].astype(np.float32), atol=1e-6)
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda p: p.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage"), "unreadable"),
-    (lambda p: p.write_bytes(b""), "unreadable"),
-    (lambda p: write(p, np.zeros(16000)), "silent"),
-    (lambda p: write(p, tone(MIN_SECONDS / 2)), "too_short"),
-    (lambda p: write(p, np.full(16000, np.nan), subtype="FLOAT"), "non_finite"),
-    (lambda p: p.write_bytes(open(write(p, tone(2.0)), "rb").read()[:30]), "unreadable"),  # truncated header
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: p.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage"), "unreadable"),
+        (lambda p: p.write_bytes(b""), "unreadable"),
+        (lambda p: write(p, np.zeros(16000)), "silent"),
+        (lambda p: write(p, tone(MIN_SECONDS / 2)), "too_short"),
+        (lambda p: write(p, np.full(16000, np.nan), subtype="FLOAT"), "non_finite"),
+        (lambda p: p.write_bytes(open(write(p, tone(2.0)), "rb").read()[:30]), "unreadable"),  # truncated header
+    ],
+)
 def test_unusable_audio_raises_an_error_naming_file_and_reason(tmp_path, make, reason):
     path = tmp_path / "bad.wav"
     make(path)
@@ -70,8 +73,9 @@ def test_a_wav_with_no_frames_is_empty(tmp_path):
 
 def riff(*chunks: tuple[bytes, bytes], pad: bool = True) -> bytes:
     """A RIFF/WAVE file from (id, payload) chunks, each padded to an even length as the format requires."""
-    body = b"".join(cid + struct.pack("<I", len(data)) + data + (b"\0" if pad and len(data) % 2 else b"")
-                    for cid, data in chunks)
+    body = b"".join(
+        cid + struct.pack("<I", len(data)) + data + (b"\0" if pad and len(data) % 2 else b"") for cid, data in chunks
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
 
 
@@ -81,7 +85,7 @@ def pcm16_fmt(rate: int = 16000) -> bytes:
 
 def set_data_size(raw: bytes, size: int) -> bytes:
     at = raw.index(b"data") + 4
-    return raw[:at] + struct.pack("<I", size) + raw[at + 4:]
+    return raw[:at] + struct.pack("<I", size) + raw[at + 4 :]
 
 
 def test_a_wav_cut_in_half_is_skipped_as_truncated_naming_the_file(tmp_path):
@@ -118,8 +122,9 @@ def test_an_odd_sized_chunk_before_data_is_stepped_over_with_its_pad_byte(tmp_pa
 
 def test_an_odd_sized_data_chunk_without_its_final_pad_byte_is_complete(tmp_path):
     path = tmp_path / "oddpad.wav"
-    path.write_bytes(riff((b"fmt ", struct.pack("<HHIIHH", 1, 1, 16000, 16000, 1, 8)), (b"data", b"\x90" * 3201),
-                          pad=False))
+    path.write_bytes(
+        riff((b"fmt ", struct.pack("<HHIIHH", 1, 1, 16000, 16000, 1, 8)), (b"data", b"\x90" * 3201), pad=False)
+    )
     assert wav_missing_bytes(path) is None
 
 

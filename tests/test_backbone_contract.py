@@ -121,8 +121,12 @@ def test_attention_dropout_is_declared_and_train_mode_switches_on_dropout_only(n
     classes = {type(m).__name__ for m in backbone.modules()}
     assert declared <= classes, "a declared dropout-like class the backbone does not have"
     assert declared <= dropout_like_module_names()
-    functional = {type(m).__name__ for m in backbone.modules() if type(m).__name__.endswith("Attention")
-                  and any("dropout" in k and isinstance(v, float) for k, v in vars(m).items())}
+    functional = {
+        type(m).__name__
+        for m in backbone.modules()
+        if type(m).__name__.endswith("Attention")
+        and any("dropout" in k and isinstance(v, float) for k, v in vars(m).items())
+    }
     assert functional <= declared
     classifier = WaveformClassifier(backbone, EmotionHead(small.num_hidden_states, small.hidden_size)).train()
     on = {type(m).__name__ for m in classifier.modules() if m.training and m is not classifier}
@@ -147,8 +151,9 @@ def test_top_layers_reproduce_the_top_states_from_the_cached_state_below_them(na
         assert top.k == k and top.input_state == small.num_hidden_states - 1 - k
         with torch.no_grad():
             live = top(out.hidden[:, top.input_state], out.mask)  # padded batch, as fine-tuning trains
-        torch.testing.assert_close(live, out.hidden[:, -k:] * out.mask[:, None, :, None], atol=1e-5, rtol=1e-5,
-                                   msg=f"k={k}")
+        torch.testing.assert_close(
+            live, out.hidden[:, -k:] * out.mask[:, None, :, None], atol=1e-5, rtol=1e-5, msg=f"k={k}"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)

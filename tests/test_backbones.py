@@ -22,13 +22,27 @@ PAPER_BACKBONES = ["apc", "tera", "whisper_tiny", "whisper_base", "whisper_small
 #  - wavlm_base_plus: 94.70 M is the fairseq checkpoint's whole model (it also holds the label-embedding and
 #    final-projection heads of pre-training); WavLMModel is 94.38 M.
 # Whisper counts include the full 1500-position table, as the paper's do.
-EXPECTED_PARAMS_M = {"apc": 4.11, "tera": 21.33, "whisper_tiny": 8.21, "whisper_base": 20.59,
-                     "whisper_small": 88.15, "wav2vec2_base": 94.37, "wavlm_base_plus": 94.38}
+EXPECTED_PARAMS_M = {
+    "apc": 4.11,
+    "tera": 21.33,
+    "whisper_tiny": 8.21,
+    "whisper_base": 20.59,
+    "whisper_small": 88.15,
+    "wav2vec2_base": 94.37,
+    "wavlm_base_plus": 94.38,
+}
 # Hidden states we return (encoder layers + the input embedding where the model exposes one). The paper's
 # "layers" column counts TERA's 3 transformer layers + its input projection (4) and says 8 for Whisper Base,
 # whose published config has 6 encoder layers.
-EXPECTED_STATES = {"apc": 3, "tera": 4, "whisper_tiny": 5, "whisper_base": 7, "whisper_small": 13,
-                   "wav2vec2_base": 13, "wavlm_base_plus": 13}
+EXPECTED_STATES = {
+    "apc": 3,
+    "tera": 4,
+    "whisper_tiny": 5,
+    "whisper_base": 7,
+    "whisper_small": 13,
+    "wav2vec2_base": 13,
+    "wavlm_base_plus": 13,
+}
 
 
 def test_registry_holds_the_seven_paper_backbones_with_their_figures_and_tiny_en():
@@ -47,9 +61,22 @@ def test_hubert_base_is_the_published_architecture_of_facebook_hubert_base_ls960
     spec = get_backbone_spec("hubert_base")
     assert (spec.family, spec.hf_repo_id, spec.paper) == ("ssl", "facebook/hubert-base-ls960", None)
     ours, published = HubertConfig(**spec.config).to_dict(), HubertConfig().to_dict()
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
-                "conv_stride", "conv_kernel", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
-                "feat_proj_layer_norm", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "hidden_act"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "conv_dim",
+        "conv_stride",
+        "conv_kernel",
+        "conv_bias",
+        "feat_extract_norm",
+        "do_stable_layer_norm",
+        "feat_proj_layer_norm",
+        "num_conv_pos_embeddings",
+        "num_conv_pos_embedding_groups",
+        "hidden_act",
+    ):
         assert ours[key] == published[key], key
     backbone, source = load_backbone("hubert_base", random_init=True)
     assert source.is_random and type(backbone.model).__name__ == "HubertModel"

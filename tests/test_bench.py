@@ -17,12 +17,35 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
-HEADLINE = ("cache_speedup", "whisper_pad_flops_ratio", "whisper_pad_time_ratio", "extraction_peak_fraction",
-            "bf16_speedup", "bf16_uar_delta", "matmul_gflops", "matmul_gflops_bf16")
-POSITIVE = ("cache_speedup", "cache_speedup_incl_cold_extraction", "whisper_pad_flops_ratio", "whisper_pad_time_ratio",
-            "extraction_peak_fraction", "extraction_peak_fraction_best_config", "bf16_speedup", "matmul_gflops",
-            "matmul_gflops_bf16", "fgsm_vs_forward", "sweep_wall_s", "head_step_feature_bytes", "head_step_read_gbps",
-            "memory_copy_gbps", "memory_copy_read_gbps", "head_step_bandwidth_fraction", "attack_batch_speedup")
+HEADLINE = (
+    "cache_speedup",
+    "whisper_pad_flops_ratio",
+    "whisper_pad_time_ratio",
+    "extraction_peak_fraction",
+    "bf16_speedup",
+    "bf16_uar_delta",
+    "matmul_gflops",
+    "matmul_gflops_bf16",
+)
+POSITIVE = (
+    "cache_speedup",
+    "cache_speedup_incl_cold_extraction",
+    "whisper_pad_flops_ratio",
+    "whisper_pad_time_ratio",
+    "extraction_peak_fraction",
+    "extraction_peak_fraction_best_config",
+    "bf16_speedup",
+    "matmul_gflops",
+    "matmul_gflops_bf16",
+    "fgsm_vs_forward",
+    "sweep_wall_s",
+    "head_step_feature_bytes",
+    "head_step_read_gbps",
+    "memory_copy_gbps",
+    "memory_copy_read_gbps",
+    "head_step_bandwidth_fraction",
+    "attack_batch_speedup",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +83,8 @@ def test_tiny_run_prints_one_json_object_with_every_headline_ratio(bench, mini_e
     assert set(result["targets"]) and all(isinstance(v, bool) for v in result["targets"].values())
     assert result["memory_copy_read_gbps"] == pytest.approx(result["memory_copy_gbps"] / 2)
     assert result["head_step_bandwidth_fraction"] == pytest.approx(
-        result["head_step_read_gbps"] / result["memory_copy_read_gbps"])
+        result["head_step_read_gbps"] / result["memory_copy_read_gbps"]
+    )
     assert "read + write" in result["head_step_bandwidth_convention"]
     step = result["head_step"]
     assert step["feature_dtype"] == "float32" and step["feature_bytes"] == result["head_step_feature_bytes"]
@@ -92,15 +116,27 @@ def test_tiny_run_prints_one_json_object_with_every_headline_ratio(bench, mini_e
 
 def test_table_names_every_section(bench):
     table = bench.format_table(_fake_results())
-    for heading in ("matmul", "1. cache vs recompute", "2. Whisper", "3. extraction", "4. bf16", "5. attack",
-                    "6. sweep", "targets:"):
+    for heading in (
+        "matmul",
+        "1. cache vs recompute",
+        "2. Whisper",
+        "3. extraction",
+        "4. bf16",
+        "5. attack",
+        "6. sweep",
+        "targets:",
+    ):
         assert heading in table
     assert "reads 8 MB of float32 features a step: 0.40 GB/s = 8 % of the memory copy's read rate" in table
     assert "10.0 GB/s read + write = 5.0 GB/s read" in table
-    assert "FGSM 7 SNRs, 16 clips: per clip 8.0 s; batches of 8 1.50x (best of 2, interleaved; results equal: True)" \
+    assert (
+        "FGSM 7 SNRs, 16 clips: per clip 8.0 s; batches of 8 1.50x (best of 2, interleaved; results equal: True)"
         in table
-    assert "the method's whole grid (2 backbones x 1 corpora, 100 clips, x folds x all metrics; measured on " \
+    )
+    assert (
+        "the method's whole grid (2 backbones x 1 corpora, 100 clips, x folds x all metrics; measured on "
         "whisper_tiny" in table
+    )
     assert "cpu: 3.0 h (extract 1.0, train 2.0 h)" in table and "whisper_tiny 1.0, apc 2.0 h" in table
 
 
@@ -175,7 +211,8 @@ def test_head_step_reports_its_feature_read_rate(bench, measure):
     copy = measure.memory_copy(4, 1, 1)
     assert copy["read_gbps"] == copy["copy_gbps"] / 2 and copy["threads"] == 1
     assert bench.with_bandwidth(step, copy)["bandwidth_fraction"] == pytest.approx(
-        step["read_gbps"] / copy["read_gbps"])
+        step["read_gbps"] / copy["read_gbps"]
+    )
 
 
 @pytest.mark.filterwarnings("ignore:backbone .* RANDOM weights")
@@ -202,44 +239,118 @@ def _fake_results():
     """A structurally complete result with arbitrary numbers, for the formatter only."""
     row = {"processes": 1, "threads": 1, "batch_size": 1, "seconds": 1.0, "gflops_per_s": 1.0, "peak_fraction": 0.5}
     stages = {"extract": 1.0, "train": 1.0, "probes": 1.0, "attacks": 1.0, "flops": 1.0, "other": 1.0}
-    estimate = {"clips": 10, "mean_s": 1.0, "folds": 5, "stages_s": stages, "total_h": 1.0,
-                "feature_store_gb_fp16": 1.0, "fp32_copy": True, "peak_rss_gb_est": 1.0}
+    estimate = {
+        "clips": 10,
+        "mean_s": 1.0,
+        "folds": 5,
+        "stages_s": stages,
+        "total_h": 1.0,
+        "feature_store_gb_fp16": 1.0,
+        "fp32_copy": True,
+        "peak_rss_gb_est": 1.0,
+    }
     return {
         "settings": {"mode": "tiny", "backbone": "whisper_tiny"},
         "machine": {"cpu": "cpu", "usable_cores": 2, "versions": {"torch": "x"}},
-        "threads_used": 1, "load_average": {"start": [0, 0, 0], "end": [0, 0, 0]}, "bench_wall_s": 1.0,
+        "threads_used": 1,
+        "load_average": {"start": [0, 0, 0], "end": [0, 0, 0]},
+        "bench_wall_s": 1.0,
         "matmul": {"repeats": 1, "fp32": {"1": 1.0}, "bf16": {"1": 2.0}, "fp32_peak_gflops": 1.0},
-        "cache_vs_recompute": {"whisper_tiny": {"cached_train_s": 1.0, "naive_train_s_scaled": 2.0,
-                                                "naive_epochs_timed": 1, "speedup_warm": 2.0,
-                                                "speedup_incl_cold_extraction": 1.0, "cold_extract_s": 1.0}},
-        "whisper_padding": {"true_positions": 300, "padded_positions": 1500, "true_gflops": 1.0, "padded_gflops": 7.0,
-                            "flops_ratio": 7.0, "encoder_flops_ratio": 7.0, "true_encoder_s": 0.1,
-                            "padded_encoder_s": 0.7, "encoder_time_ratio": 7.0, "full_time_ratio": 6.0},
-        "extraction": {"backbone": "whisper_tiny", "clips": 4, "fp32_cold_s": 1.0, "fp32_gflops_per_s": 1.0,
-                       "peak_fraction": 0.5, "warm_read_s": 0.1},
+        "cache_vs_recompute": {
+            "whisper_tiny": {
+                "cached_train_s": 1.0,
+                "naive_train_s_scaled": 2.0,
+                "naive_epochs_timed": 1,
+                "speedup_warm": 2.0,
+                "speedup_incl_cold_extraction": 1.0,
+                "cold_extract_s": 1.0,
+            }
+        },
+        "whisper_padding": {
+            "true_positions": 300,
+            "padded_positions": 1500,
+            "true_gflops": 1.0,
+            "padded_gflops": 7.0,
+            "flops_ratio": 7.0,
+            "encoder_flops_ratio": 7.0,
+            "true_encoder_s": 0.1,
+            "padded_encoder_s": 0.7,
+            "encoder_time_ratio": 7.0,
+            "full_time_ratio": 6.0,
+        },
+        "extraction": {
+            "backbone": "whisper_tiny",
+            "clips": 4,
+            "fp32_cold_s": 1.0,
+            "fp32_gflops_per_s": 1.0,
+            "peak_fraction": 0.5,
+            "warm_read_s": 0.1,
+        },
         "extraction_study": {"clips": 4, "rows": [row]},
-        "bf16": {"fp32_cold_s": 1.0, "bf16_cold_s": 0.5, "speedup": 2.0,
-                 "compute_only": {"speedup_autocast": 2.0, "speedup_precast": 2.5},
-                 "feature_difference": {"max_relative_l2": 0.01, "median_relative_l2": 0.005},
-                 "folds": ["fold1"], "uar_fp32": [0.5], "uar_bf16": [0.5], "uar_delta_mean": 0.0,
-                 "uar_delta_max_abs_fold": 0.0},
-        "attack": {"clips": 2, "forward_s_per_clip": 0.01, "fgsm_sweep_vs_forward": 5.0, "fgsm_45db_vs_forward": 3.0,
-                   "gaussian_sweep_vs_forward": 4.0},
-        "attack_batching": {"clips": 16, "snrs": [30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0], "repeats": 2,
-                            "per_clip_s": 8.0, "speedup": {"8": 1.5}, "results_equal": True,
-                            "default_batch_size": 8},
-        "sweep": {"backbone": "whisper_tiny", "folds": 1, "extract_cache": "cold", "wall_s": 1.0,
-                  "stages_s": stages, "peak_rss_bytes": 2**30},
-        "head_step": {"clips": 64, "package_step_s": 0.02, "concat_first_step_s": 0.04, "speedup": 2.0,
-                      "logits_max_abs_diff": 0.0, "feature_dtype": "float32", "feature_bytes": 8_000_000,
-                      "read_gbps": 0.4, "bandwidth_fraction": 0.08},
+        "bf16": {
+            "fp32_cold_s": 1.0,
+            "bf16_cold_s": 0.5,
+            "speedup": 2.0,
+            "compute_only": {"speedup_autocast": 2.0, "speedup_precast": 2.5},
+            "feature_difference": {"max_relative_l2": 0.01, "median_relative_l2": 0.005},
+            "folds": ["fold1"],
+            "uar_fp32": [0.5],
+            "uar_bf16": [0.5],
+            "uar_delta_mean": 0.0,
+            "uar_delta_max_abs_fold": 0.0,
+        },
+        "attack": {
+            "clips": 2,
+            "forward_s_per_clip": 0.01,
+            "fgsm_sweep_vs_forward": 5.0,
+            "fgsm_45db_vs_forward": 3.0,
+            "gaussian_sweep_vs_forward": 4.0,
+        },
+        "attack_batching": {
+            "clips": 16,
+            "snrs": [30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0],
+            "repeats": 2,
+            "per_clip_s": 8.0,
+            "speedup": {"8": 1.5},
+            "results_equal": True,
+            "default_batch_size": 8,
+        },
+        "sweep": {
+            "backbone": "whisper_tiny",
+            "folds": 1,
+            "extract_cache": "cold",
+            "wall_s": 1.0,
+            "stages_s": stages,
+            "peak_rss_bytes": 2**30,
+        },
+        "head_step": {
+            "clips": 64,
+            "package_step_s": 0.02,
+            "concat_first_step_s": 0.04,
+            "speedup": 2.0,
+            "logits_max_abs_diff": 0.0,
+            "feature_dtype": "float32",
+            "feature_bytes": 8_000_000,
+            "read_gbps": 0.4,
+            "bandwidth_fraction": 0.08,
+        },
         "memory_copy": {"bytes": 2**28, "repeats": 5, "threads": 2, "copy_gbps": 10.0, "read_gbps": 5.0},
         "extrapolation": {"corpora": {"iemocap": estimate}},
         "full_benchmark_estimate": {
             "hours": {"cpu": 3.0},
-            "devices": {"cpu": {"total_h": 3.0, "by_stage_h": {"extract": 1.0, "train": 2.0},
-                                "by_backbone_h": {"whisper_tiny": 1.0, "apc": 2.0}}},
-            "assumptions": {"backbones": {"whisper_tiny": {}, "apc": {}}, "corpora": {"iemocap": {}},
-                            "total_clips": 100, "measured_backbones": ["whisper_tiny"]}},
+            "devices": {
+                "cpu": {
+                    "total_h": 3.0,
+                    "by_stage_h": {"extract": 1.0, "train": 2.0},
+                    "by_backbone_h": {"whisper_tiny": 1.0, "apc": 2.0},
+                }
+            },
+            "assumptions": {
+                "backbones": {"whisper_tiny": {}, "apc": {}},
+                "corpora": {"iemocap": {}},
+                "total_clips": 100,
+                "measured_backbones": ["whisper_tiny"],
+            },
+        },
         "targets": {"cache_speedup >= 20": True},
     }

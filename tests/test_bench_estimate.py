@@ -28,29 +28,45 @@ def est():
 
 
 def _costs(est, backbone: str = "m"):
-    return est.UnitCosts(backbone=backbone, extract_backbone=backbone, extract_s_per_audio_s=0.1,
-                         train_s_per_frame_epoch=1e-4, probe_s_per_frame_epoch=2e-4, attack_s_per_test_audio_s=0.5,
-                         other_s_per_clip_fold=0.01, per_run_s=5.0)
+    return est.UnitCosts(
+        backbone=backbone,
+        extract_backbone=backbone,
+        extract_s_per_audio_s=0.1,
+        train_s_per_frame_epoch=1e-4,
+        probe_s_per_frame_epoch=2e-4,
+        attack_s_per_test_audio_s=0.5,
+        other_s_per_clip_fold=0.01,
+        per_run_s=5.0,
+    )
 
 
 def _assumptions(est, clips: int = 100, backbones=None):
     corpus = est.CorpusGrid(clips=clips, mean_s=2.0, folds=2, train=0.5, val=0.25, test=0.5)
     measured = {"m": est.BackboneScale(gflops_6s=10.0, frames_per_s=50.0, head_macs_per_frame=1000.0)}
-    return est.Assumptions({"c": corpus}, backbones or measured, measured, head_epochs=3, probe_epochs=2,
-                           speaker_probe_share=0.8, scale_source="hand-made")
+    return est.Assumptions(
+        {"c": corpus},
+        backbones or measured,
+        measured,
+        head_epochs=3,
+        probe_epochs=2,
+        speaker_probe_share=0.8,
+        scale_source="hand-made",
+    )
 
 
 def test_a_hand_computed_cell(est):
     # 100 clips x 2 s = 200 s of audio, 10,000 frames at 50 per s, 2 folds
     cells = est.estimate({"cpu": _costs(est)}, _assumptions(est))["devices"]["cpu"]["cells_s"]["m"]["c"]
-    assert cells == pytest.approx({
-        "extract": 200 * 0.1,  # once per corpus, per second of audio
-        "train": 2 * 3 * 0.75 * 10_000 * 1e-4,  # folds x epochs x (train + val) frames x rate
-        "probes": 2 * 2 * (0.75 + 0.8 * 0.5) * 10_000 * 2e-4,  # gender on train + val, speaker on 80 % of train
-        "attacks": 2 * 0.5 * 200 * 0.5,  # every test clip once (folds x test share) x rate
-        "other": 2 * 100 * 0.01,
-        "per_run": 5.0,
-    })
+    assert cells == pytest.approx(
+        {
+            "extract": 200 * 0.1,  # once per corpus, per second of audio
+            "train": 2 * 3 * 0.75 * 10_000 * 1e-4,  # folds x epochs x (train + val) frames x rate
+            "probes": 2 * 2 * (0.75 + 0.8 * 0.5) * 10_000 * 2e-4,  # gender on train + val, speaker on 80 % of train
+            "attacks": 2 * 0.5 * 200 * 0.5,  # every test clip once (folds x test share) x rate
+            "other": 2 * 100 * 0.01,
+            "per_run": 5.0,
+        }
+    )
     total = est.estimate({"cpu": _costs(est)}, _assumptions(est))
     assert total["hours"] == {"cpu": pytest.approx((20 + 4.5 + 9.2 + 100 + 2 + 5) / 3600)}
 
@@ -90,10 +106,22 @@ def test_every_measured_device_gets_a_figure_and_no_other(est):
 def test_unit_costs_are_stage_time_over_the_work_the_stage_did(est):
     results = {
         "extraction": {"backbone": "whisper_base", "fp32_cold_s": 4.0, "audio_s": 8.0},
-        "sweep": {"backbone": "whisper_base", "clips": 10, "folds": 2,
-                  "stages_s": {"extract": 1.0, "train": 6.0, "probes": 9.0, "attacks": 12.0, "flops": 2.0,
-                               "load_backbone": 1.0, "mlflow_setup": 0.5, "other": 4.0},
-                  "work": {"train_frame_epochs": 3000, "probe_frame_epochs": 900, "test_audio_s": 24.0}},
+        "sweep": {
+            "backbone": "whisper_base",
+            "clips": 10,
+            "folds": 2,
+            "stages_s": {
+                "extract": 1.0,
+                "train": 6.0,
+                "probes": 9.0,
+                "attacks": 12.0,
+                "flops": 2.0,
+                "load_backbone": 1.0,
+                "mlflow_setup": 0.5,
+                "other": 4.0,
+            },
+            "work": {"train_frame_epochs": 3000, "probe_frame_epochs": 900, "test_audio_s": 24.0},
+        },
     }
     costs = est.unit_costs(results)
     assert costs == est.UnitCosts("whisper_base", "whisper_base", 0.5, 6 / 3000, 9 / 900, 0.5, 4 / 20, 3.5)
@@ -102,9 +130,13 @@ def test_unit_costs_are_stage_time_over_the_work_the_stage_did(est):
 def test_the_estimate_of_a_bench_result_names_its_assumptions_and_measures_no_gpu(est):
     results = {
         "extraction": {"backbone": "whisper_tiny", "fp32_cold_s": 4.0, "audio_s": 8.0},
-        "sweep": {"backbone": "whisper_tiny", "clips": 10, "folds": 1,
-                  "stages_s": {"train": 6.0, "probes": 9.0, "attacks": 12.0, "flops": 2.0, "other": 4.0},
-                  "work": {"train_frame_epochs": 3000, "probe_frame_epochs": 900, "test_audio_s": 24.0}},
+        "sweep": {
+            "backbone": "whisper_tiny",
+            "clips": 10,
+            "folds": 1,
+            "stages_s": {"train": 6.0, "probes": 9.0, "attacks": 12.0, "flops": 2.0, "other": 4.0},
+            "work": {"train_frame_epochs": 3000, "probe_frame_epochs": 900, "test_audio_s": 24.0},
+        },
     }
     out = est.full_estimate(results, source="paper", cuda_available=True)
     assert set(out["hours"]) == {"cpu"} and math.isfinite(out["hours"]["cpu"]) and out["hours"]["cpu"] > 0
@@ -136,7 +168,12 @@ def test_corpus_lengths_and_shares_are_the_sweep_extrapolation_s(est):
     for name, grid in est.CORPORA.items():
         c = sweep.CORPORA[name]
         assert (grid.mean_s, grid.folds, grid.train, grid.val, grid.test) == (
-            c["mean_s"], c["folds"], c["train"], c["val"], c["test"]), name
+            c["mean_s"],
+            c["folds"],
+            c["train"],
+            c["val"],
+            c["test"],
+        ), name
 
 
 def test_the_head_cost_per_frame_is_calflops_head_count(est):

@@ -16,8 +16,21 @@ from trustser.cli import main
 EMODB_ROOT = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emodb").resolve()
 needs_emodb = pytest.mark.skipif(not (EMODB_ROOT / "wav").is_dir(), reason=f"shipped EmoDB not found at {EMODB_ROOT}")
 
-FAST_RUN = ["--backbone", "whisper_tiny", "--random-init", "--folds", "1", "--schedule", "paper", "--epochs", "1", "--no-progress",
-            "--no-safety", "--no-probes", "--no-cost"]
+FAST_RUN = [
+    "--backbone",
+    "whisper_tiny",
+    "--random-init",
+    "--folds",
+    "1",
+    "--schedule",
+    "paper",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--no-safety",
+    "--no-probes",
+    "--no-cost",
+]
 """The cheapest complete run: one fold, one epoch, the smallest backbone, no attacks / probes / timing."""
 
 
@@ -58,8 +71,11 @@ def test_data_summary_with_data_root_reads_a_replica_and_its_options(tmp_path):
     assert text.startswith("crema_d: 150 clips, 10 speakers") and f"root: {root}" in text
     assert row(text, "total") == ["total", "70", "30", "20", "30", "150"]
     assert text.strip().splitlines()[-1] == "skipped: emotion_not_in_task 60, ambiguous_label 10"
-    intended = json.loads(invoke("data", "summary", "crema_d", "--data-root", str(root), "--json",
-                                 "--corpus-option", "label_source=intended"))
+    intended = json.loads(
+        invoke(
+            "data", "summary", "crema_d", "--data-root", str(root), "--json", "--corpus-option", "label_source=intended"
+        )
+    )
     assert intended["clips"] == 140 and intended["skipped"] == {"emotion_not_in_task": 80}
 
 

@@ -41,8 +41,14 @@ def test_flops_json_without_backbones_lists_the_paper_seven_then_every_other_reg
             self.name = name
 
         def as_dict(self):
-            return {"backbone": self.name, "params": 1, "paper_gmacs": 0.0, "flops": 2, "macs": 1,
-                    "paper_table_gflops": None}
+            return {
+                "backbone": self.name,
+                "params": 1,
+                "paper_gmacs": 0.0,
+                "flops": 2,
+                "macs": 1,
+                "paper_table_gflops": None,
+            }
 
     monkeypatch.setattr(sus.table, "count_flops", lambda name, *a, **k: Counted(name))  # where the table looks it up
     result = CliRunner().invoke(main, ["flops", "--json"])

@@ -39,8 +39,23 @@ def test_run_defaults_are_the_methods_head_width_128_and_learned_weighted_sum(ca
 
 
 def test_run_passes_width_and_pooling_to_the_run_config(captured):
-    out = CliRunner().invoke(main, ["run", "--backbone", "apc", "--random-init", "--width", "256",
-                                    "--pooling", "last", "--lr", "0.001", "--unfreeze-top", "1"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--backbone",
+            "apc",
+            "--random-init",
+            "--width",
+            "256",
+            "--pooling",
+            "last",
+            "--lr",
+            "0.001",
+            "--unfreeze-top",
+            "1",
+        ],
+    )
     assert out.exit_code == 0, out.output
     train = captured[0].train
     assert (train.width, train.pooling, train.lr, captured[0].unfreeze_top) == (256, "last", 0.001, 1)
@@ -102,12 +117,14 @@ def test_report_logs_to_an_explicit_run_and_names_a_missing_one(study, tmp_path)
     mlflow.set_experiment("reports")
     with mlflow.start_run() as other:
         pass
-    out = CliRunner().invoke(main, ["report", "--storage", storage, "--out", str(tmp_path / "r"),
-                                    "--log-run", other.info.run_id])
+    out = CliRunner().invoke(
+        main, ["report", "--storage", storage, "--out", str(tmp_path / "r"), "--log-run", other.info.run_id]
+    )
     assert out.exit_code == 0, out.output
     assert "report/pareto.png" in report_artifacts(other.info.run_id)
-    out = CliRunner().invoke(main, ["report", "--storage", storage, "--out", str(tmp_path / "r"),
-                                    "--log-run", "0" * 32])
+    out = CliRunner().invoke(
+        main, ["report", "--storage", storage, "--out", str(tmp_path / "r"), "--log-run", "0" * 32]
+    )
     assert out.exit_code == 2 and "0" * 32 in out.output
 
 
@@ -125,8 +142,7 @@ class ChanceRunner(FakeRunner):
         return summary
 
 
-def test_a_study_flags_chance_level_trials_on_its_front_and_recommend_and_report_set_them_aside(
-        tmp_path, monkeypatch):
+def test_a_study_flags_chance_level_trials_on_its_front_and_recommend_and_report_set_them_aside(tmp_path, monkeypatch):
     import json
 
     import optuna
@@ -145,8 +161,10 @@ def test_a_study_flags_chance_level_trials_on_its_front_and_recommend_and_report
     assert out.exit_code == 0, out.output
     rec = json.loads(out.output)
     assert not rec["choice"].startswith("apc") and "indistinguishable" in rec
-    assert {e["label"] for e in rec["excluded"] if e["rule"] == "chance level"} == \
-        {"apc unfreeze_top=0", "apc unfreeze_top=1"}
+    assert {e["label"] for e in rec["excluded"] if e["rule"] == "chance level"} == {
+        "apc unfreeze_top=0",
+        "apc unfreeze_top=1",
+    }
     out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--storage", storage, "--uar-floor", "0.5"])
     assert out.exit_code == 0, out.output
     assert "unfreeze_top=1" in out.output.splitlines()[0] and "does not clear the stated floor 0.5" in out.output

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from trustser.config_schema import (from_mapping, leaf_fields, load_run_config, split_assignments, to_mapping,
-                                    with_assignments)
+from trustser.config_schema import (
+    from_mapping,
+    leaf_fields,
+    load_run_config,
+    split_assignments,
+    to_mapping,
+    with_assignments,
+)
 from trustser.errors import ConfigError
 from trustser.run_config import RunConfig
 
@@ -31,10 +37,21 @@ def _other_value(field) -> str:
     """A value for ``field``, as command-line text, that differs from its default."""
     from trustser.config_schema import _optional_of
 
-    special = {"schedule": "paper", "pooling": "last", "precision": "bf16", "feature_memory": "disk",
-               "attacks": "fgsm", "corruptions": "white_snr10", "backbone": "apc", "dataset": "crema_d",
-               "folds": "1,3", "corpus_options": "merge_excited=false", "sweep_snrs": "40,45",
-               "model_from": "best_validation", "device": "cpu"}
+    special = {
+        "schedule": "paper",
+        "pooling": "last",
+        "precision": "bf16",
+        "feature_memory": "disk",
+        "attacks": "fgsm",
+        "corruptions": "white_snr10",
+        "backbone": "apc",
+        "dataset": "crema_d",
+        "folds": "1,3",
+        "corpus_options": "merge_excited=false",
+        "sweep_snrs": "40,45",
+        "model_from": "best_validation",
+        "device": "cpu",
+    }
     name = field.key.rsplit(".", 1)[-1]
     if name in special:
         return special[name]
@@ -105,8 +122,11 @@ def test_the_paper_preset_is_the_methods_recipe():
     assert config.train.lr == 5e-4 and config.train.batch_size == 64 and config.trust.snr_db == 45.0
 
 
-STUDY_MANAGED = {"backbone": "searched (search.backbone)", "experiment": "the study's MLflow experiment",
-                 "progress": "studies run without progress bars"}
+STUDY_MANAGED = {
+    "backbone": "searched (search.backbone)",
+    "experiment": "the study's MLflow experiment",
+    "progress": "studies run without progress bars",
+}
 
 
 def test_every_leaf_setting_is_reachable_from_a_study_file():
@@ -125,8 +145,11 @@ def test_every_leaf_setting_is_reachable_from_a_study_file():
         target = raw
         for section in sections:
             target = target.setdefault(section, {})
-        target[leaf] = list(value) if isinstance(value, tuple) and not field.key.endswith("corpus_options") else (
-            dict(value) if field.key.endswith("corpus_options") else value)
+        target[leaf] = (
+            list(value)
+            if isinstance(value, tuple) and not field.key.endswith("corpus_options")
+            else (dict(value) if field.key.endswith("corpus_options") else value)
+        )
         config = parse_space(raw).run_config({"backbone": "apc"})
         got = config
         for part in field.key.split("."):

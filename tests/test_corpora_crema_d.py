@@ -109,8 +109,11 @@ def test_vote_table_without_the_vote_column_is_an_error(tmp_path: Path) -> None:
 def test_unknown_vote_and_missing_audio(tmp_path: Path) -> None:
     root = build_crema_d(tmp_path)
     table = root / "processedResults" / "summaryTable.csv"
-    table.write_text(table.read_text().replace('"1001_IEO_NEU_XX","N","60.5","N","70.25","N"',
-                                               '"1001_IEO_NEU_XX","N","60.5","N","70.25","Q"'))
+    table.write_text(
+        table.read_text().replace(
+            '"1001_IEO_NEU_XX","N","60.5","N","70.25","N"', '"1001_IEO_NEU_XX","N","60.5","N","70.25","Q"'
+        )
+    )
     (root / "AudioWAV" / "1002_DFA_ANG_XX.wav").unlink()
     index = load_corpus("crema_d", root)
     assert index.skip_counts()["unknown_label"] == 1

@@ -64,7 +64,10 @@ def test_split_column_gives_one_fold(tmp_path: Path) -> None:
     index = load_corpus("manifest", build_manifest(tmp_path, rows, ["split"]))
     (fold,) = index.folds
     assert (index.speakers(fold.train), index.speakers(fold.validation), index.speakers(fold.test)) == (
-        ["s01", "s02"], ["s03"], ["s04"])
+        ["s01", "s02"],
+        ["s03"],
+        ["s04"],
+    )
 
 
 def test_fold_column_rotates_like_sessions(tmp_path: Path) -> None:
@@ -76,8 +79,11 @@ def test_fold_column_rotates_like_sessions(tmp_path: Path) -> None:
 
 
 def test_user_split_that_shares_a_speaker_is_refused(tmp_path: Path) -> None:
-    rows = [["audio/a/0.wav", "a", "female", "sad", "train"], ["audio/a/1.wav", "a", "female", "sad", "test"],
-            ["audio/b/0.wav", "b", "male", "sad", "validation"]]
+    rows = [
+        ["audio/a/0.wav", "a", "female", "sad", "train"],
+        ["audio/a/1.wav", "a", "female", "sad", "test"],
+        ["audio/b/0.wav", "b", "male", "sad", "validation"],
+    ]
     with pytest.raises(FoldLeakError):
         load_corpus("manifest", build_manifest(tmp_path, rows, ["split"]))
 
@@ -87,8 +93,12 @@ def test_absolute_paths_are_read_as_listed_and_folded(tmp_path: Path) -> None:
     index = load_corpus("manifest", manifest)
     assert (len(index.clips), index.skipped, index.root) == (40, [], tmp_path / "lists")
     clip = index.clips[(tmp_path / "store" / "s01" / "1").as_posix()]  # outside the root: the absolute path is the id
-    assert (clip.speaker, clip.gender, clip.emotion, clip.path) == ("s01", "female", "happy",
-                                                                    tmp_path / "store" / "s01" / "1.wav")
+    assert (clip.speaker, clip.gender, clip.emotion, clip.path) == (
+        "s01",
+        "female",
+        "happy",
+        tmp_path / "store" / "s01" / "1.wav",
+    )
     assert len(index.folds) == 5
     assert sorted(s for f in index.folds for s in index.speakers(f.test)) == sorted(s for s, _ in MANIFEST_SPEAKERS)
 
@@ -96,9 +106,11 @@ def test_absolute_paths_are_read_as_listed_and_folded(tmp_path: Path) -> None:
 def test_confine_true_skips_paths_outside_the_root_which_are_otherwise_read(tmp_path: Path) -> None:
     write_wav(tmp_path / "elsewhere.wav")
     rows = [[f"audio/{s}/{i}.wav", s, g, "happy"] for s, g in MANIFEST_SPEAKERS for i in range(2)]
-    rows += [["../elsewhere.wav", "s01", "female", "sad"],
-             ["audio/../../elsewhere.wav", "s01", "female", "sad"],
-             [str(tmp_path / "elsewhere.wav"), "s01", "female", "sad"]]
+    rows += [
+        ["../elsewhere.wav", "s01", "female", "sad"],
+        ["audio/../../elsewhere.wav", "s01", "female", "sad"],
+        [str(tmp_path / "elsewhere.wav"), "s01", "female", "sad"],
+    ]
     root = build_manifest(tmp_path, rows)
     rows.append([str(root / "audio/s01/0.wav"), "s01", "female", "happy"])  # absolute but inside: the same clip
     build_manifest(tmp_path, rows)
@@ -124,9 +136,13 @@ def test_relative_paths_follow_the_data_root_option(tmp_path: Path) -> None:
 
 
 def test_an_all_skipped_manifest_says_why_with_counts_and_the_first_row(tmp_path: Path) -> None:
-    rows = [["/corpora/other/a.wav", "s01", "female", "happy"], ["/corpora/other/b.wav", "s02", "male", "sad"],
-            ["audio/s03/0.wav", "s03", "female", "joy"], ["audio/s04/0.wav", "s04", "male", "neu"],
-            ["audio/s05/0.wav", "s05", "female", "sad"]]
+    rows = [
+        ["/corpora/other/a.wav", "s01", "female", "happy"],
+        ["/corpora/other/b.wav", "s02", "male", "sad"],
+        ["audio/s03/0.wav", "s03", "female", "joy"],
+        ["audio/s04/0.wav", "s04", "male", "neu"],
+        ["audio/s05/0.wav", "s05", "female", "sad"],
+    ]
     root = build_manifest(tmp_path, rows)
     (root / "audio" / "s05" / "0.wav").unlink()
     with pytest.raises(NoUsableClipsError) as caught:
@@ -144,8 +160,11 @@ def test_an_all_skipped_manifest_says_why_with_counts_and_the_first_row(tmp_path
 
 
 def test_the_cli_prints_the_all_skipped_message_without_a_traceback(tmp_path: Path) -> None:
-    manifest = write_csv(tmp_path / "m.csv", ["path", "speaker", "gender", "emotion"],
-                         [[f"/nowhere/{i}.wav", f"s{i}", "female", "sad"] for i in range(3)])
+    manifest = write_csv(
+        tmp_path / "m.csv",
+        ["path", "speaker", "gender", "emotion"],
+        [[f"/nowhere/{i}.wav", f"s{i}", "female", "sad"] for i in range(3)],
+    )
     result = CliRunner().invoke(main, ["data", "summary", "manifest", "--data-root", str(manifest)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.splitlines()[:3] == [
@@ -166,8 +185,12 @@ def test_speechbrain_json_with_a_data_root_placeholder(tmp_path: Path) -> None:
     index = load_corpus("manifest", manifest, {"data_root": str(data), "emotion_map": SHORT_LABEL_MAP})
     assert index.root == data and index.class_counts() == {"neutral": 10, "happy": 10, "sad": 10, "angry": 10}
     clip = index.clips["wavs/s01/1"]
-    assert (clip.speaker, clip.gender, clip.emotion, clip.path) == ("s01", "female", "happy",
-                                                                    data / "wavs" / "s01" / "1.wav")
+    assert (clip.speaker, clip.gender, clip.emotion, clip.path) == (
+        "s01",
+        "female",
+        "happy",
+        data / "wavs" / "s01" / "1.wav",
+    )
     assert len(index.folds) == 5 and index.caveats == []
     # without data_root, {data_root} is the JSON's own folder: nothing there, and the error says what to change
     with pytest.raises(NoUsableClipsError, match=r"(?s)missing_audio 40.*data_root=DIR"):
@@ -211,13 +234,15 @@ def test_emobox_jsonl_as_shipped_has_no_speaker_and_says_why_one_is_needed(tmp_p
 
 def test_bad_json_names_the_file_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "train.json"
-    broken.write_text('{\n  "a": {"wav": "a.wav", "spk_id": "s1", "emo": "sad"},\n'
-                      '  "b": {"wav": "b.wav" "emo": 1}\n}\n')  # a comma missing on line 3
+    broken.write_text(
+        '{\n  "a": {"wav": "a.wav", "spk_id": "s1", "emo": "sad"},\n  "b": {"wav": "b.wav" "emo": 1}\n}\n'
+    )  # a comma missing on line 3
     with pytest.raises(MetadataError, match=rf"{re.escape(str(broken))}:3: not valid JSON: Expecting ','"):
         load_corpus("manifest", broken)
     lines = tmp_path / "lines.json"  # JSONL content under a .json name
-    lines.write_text('{"wav": "a.wav", "speaker": "s1", "emo": "sad"}\n'
-                     '{"wav": "b.wav", "speaker": "s2", "emo": "sad"}\n')
+    lines.write_text(
+        '{"wav": "a.wav", "speaker": "s1", "emo": "sad"}\n{"wav": "b.wav", "speaker": "s2", "emo": "sad"}\n'
+    )
     with pytest.raises(MetadataError, match=r"lines\.json:2: not valid JSON: Extra data.*belongs in a \.jsonl file"):
         load_corpus("manifest", lines)
     broken.write_text('"just text"')
@@ -237,8 +262,11 @@ def test_a_bad_jsonl_line_is_a_malformed_line_and_a_json_document_in_jsonl_is_ex
     ]
     pretty = tmp_path / "pretty.jsonl"
     pretty.write_text(json.dumps({"a": {"wav": "a.wav", "speaker": "s1", "emo": "sad"}}, indent=2))
-    with pytest.raises(NoUsableClipsError, match=r"(?s)malformed_line 7.*entry, pretty\.jsonl:1: "
-                                                 r"not valid JSON.*one JSON object per line"):
+    with pytest.raises(
+        NoUsableClipsError,
+        match=r"(?s)malformed_line 7.*entry, pretty\.jsonl:1: "
+        r"not valid JSON.*one JSON object per line",
+    ):
         load_corpus("manifest", pretty)
 
 
@@ -261,8 +289,10 @@ def test_unknown_gender_is_kept_with_a_caveat_and_a_bad_gender_is_a_malformed_li
     index = load_corpus("manifest", build_manifest(tmp_path, rows))
     assert index.clips["audio/s01/0"].gender is None
     (caveat,) = index.caveats
-    assert (caveat.reason, caveat.detail) == ("unknown_gender",
-                                              "manifest.csv:2: gender empty: not in the gender metrics")
+    assert (caveat.reason, caveat.detail) == (
+        "unknown_gender",
+        "manifest.csv:2: gender empty: not in the gender metrics",
+    )
     (skip,) = index.skipped
     assert (skip.reason, skip.detail.split(":")[:2]) == ("malformed_line", ["manifest.csv", "3"])
 

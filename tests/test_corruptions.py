@@ -83,7 +83,7 @@ def test_the_noise_depends_on_the_clip_and_the_seed_not_on_anything_else():
 
 
 def test_pink_noise_has_a_one_over_f_spectrum():
-    noise = C.pink_noise(2 ** 16, np.random.default_rng(0))
+    noise = C.pink_noise(2**16, np.random.default_rng(0))
     power = np.abs(np.fft.rfft(noise)) ** 2
     f = np.fft.rfftfreq(noise.size)
     low, high = power[(f > 0.001) & (f < 0.002)].mean(), power[(f > 0.1) & (f < 0.2)].mean()
@@ -108,8 +108,8 @@ def test_reverb_keeps_the_level_and_a_longer_rt60_smears_more():
     rir = C.room_impulse_response(0.5, 0.0, np.random.default_rng(0))
     tail = rir[1:]
     assert float(np.dot(tail, tail)) == pytest.approx(1.0)  # DRR 0 dB: tail energy = direct energy (1)
-    late = tail[int(0.45 * SR):]
-    assert np.sqrt(np.mean(late ** 2)) < 10 ** (-50 / 20) * np.sqrt(np.mean(tail[:800] ** 2))  # ~54 dB down by 0.45 s
+    late = tail[int(0.45 * SR) :]
+    assert np.sqrt(np.mean(late**2)) < 10 ** (-50 / 20) * np.sqrt(np.mean(tail[:800] ** 2))  # ~54 dB down by 0.45 s
 
 
 def test_gain_and_clipping_do_what_their_names_say():

@@ -16,15 +16,40 @@ from trustser.cross_corpus import check_distinct, cross_matrix, metric_name
 from trustser.errors import ConfigError
 from trustser.study.pareto import Candidate
 
-FAST = ["--backbone", "whisper_tiny", "--random-init", "--folds", "1", "--schedule", "paper", "--epochs", "1",
-        "--no-progress", "--no-safety", "--no-probes", "--no-cost", "--bootstrap", "50"]
+FAST = [
+    "--backbone",
+    "whisper_tiny",
+    "--random-init",
+    "--folds",
+    "1",
+    "--schedule",
+    "paper",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--no-safety",
+    "--no-probes",
+    "--no-cost",
+    "--bootstrap",
+    "50",
+]
 
 
-def test_a_run_tests_each_fold_model_on_all_of_another_corpus_and_logs_the_uar_with_its_interval(
-        fold1_emodb, tmp_path):
+def test_a_run_tests_each_fold_model_on_all_of_another_corpus_and_logs_the_uar_with_its_interval(fold1_emodb, tmp_path):
     manifest = build_manifest(tmp_path) / "manifest.csv"
-    out = CliRunner().invoke(main, ["run", "--data-root", str(fold1_emodb), "--test-dataset", "manifest",
-                                    "--test-data-root", str(manifest), *FAST])
+    out = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--data-root",
+            str(fold1_emodb),
+            "--test-dataset",
+            "manifest",
+            "--test-data-root",
+            str(manifest),
+            *FAST,
+        ],
+    )
     assert out.exit_code == 0, out.output
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("trustser").experiment_id])
@@ -55,9 +80,11 @@ def test_a_run_without_a_cross_corpus_test_keeps_its_config_hash():
 
 
 def test_the_matrix_puts_within_corpus_uar_on_the_diagonal_and_cross_uar_elsewhere():
-    rows = [{"dataset": "emodb", "metrics": {"test_uar_mean": 0.9, "cross_crema_d_uar_mean": 0.5}},
-            {"dataset": "crema_d", "metrics": {"test_uar_mean": 0.7, "cross_emodb_uar_mean": 0.6}},
-            {"dataset": "emodb", "metrics": {"test_uar_mean": 0.1}}]  # older run of the same cell: newest wins
+    rows = [
+        {"dataset": "emodb", "metrics": {"test_uar_mean": 0.9, "cross_crema_d_uar_mean": 0.5}},
+        {"dataset": "crema_d", "metrics": {"test_uar_mean": 0.7, "cross_emodb_uar_mean": 0.6}},
+        {"dataset": "emodb", "metrics": {"test_uar_mean": 0.1}},
+    ]  # older run of the same cell: newest wins
     assert cross_matrix(rows) == {"emodb": {"emodb": 0.9, "crema_d": 0.5}, "crema_d": {"crema_d": 0.7, "emodb": 0.6}}
     assert metric_name("my-corpus.v2") == "cross_my_corpus_v2"
 
@@ -66,10 +93,20 @@ def test_the_report_shows_the_train_by_test_matrix(tmp_path):
     from trustser.report import write_report
 
     values = {"performance": 0.8, "privacy": 0.9, "safety": 0.3, "fairness": 0.2, "sustainability": 5.0}
-    rows = [Candidate("whisper_base", {"backbone": "whisper_base", "dataset": "emodb"}, values,
-                      metrics={"test_uar_mean": 0.91, "cross_manifest_uar_mean": 0.55}),
-            Candidate("apc", {"backbone": "apc", "dataset": "emodb"}, {**values, "sustainability": 2.0},
-                      metrics={"test_uar_mean": 0.60, "cross_manifest_uar_mean": 0.40})]
+    rows = [
+        Candidate(
+            "whisper_base",
+            {"backbone": "whisper_base", "dataset": "emodb"},
+            values,
+            metrics={"test_uar_mean": 0.91, "cross_manifest_uar_mean": 0.55},
+        ),
+        Candidate(
+            "apc",
+            {"backbone": "apc", "dataset": "emodb"},
+            {**values, "sustainability": 2.0},
+            metrics={"test_uar_mean": 0.60, "cross_manifest_uar_mean": 0.40},
+        ),
+    ]
     files = write_report(rows, tmp_path / "report", scenarios=())
     md = files.markdown.read_text()
     assert "## Cross-corpus UAR % (train × test)" in md

@@ -16,10 +16,19 @@ from trustser.training import TrainConfig
 
 
 def run_once(data_root):
-    return run_experiment(RunConfig(
-        backbone="whisper_tiny", dataset="emodb", data_root=str(data_root), folds="1", random_init=True,
-        train=TrainConfig(schedule="paper", epochs=1), progress=False, log_model=False,
-        trust=TrustConfig(safety=False, probes=False, measure_cost=False, reference=False, bootstrap_resamples=0)))
+    return run_experiment(
+        RunConfig(
+            backbone="whisper_tiny",
+            dataset="emodb",
+            data_root=str(data_root),
+            folds="1",
+            random_init=True,
+            train=TrainConfig(schedule="paper", epochs=1),
+            progress=False,
+            log_model=False,
+            trust=TrustConfig(safety=False, probes=False, measure_cost=False, reference=False, bootstrap_resamples=0),
+        )
+    )
 
 
 def inputs_of(client, run_id) -> dict[str, object]:
@@ -41,8 +50,11 @@ def test_parent_and_fold_runs_log_the_corpus_and_a_changed_clip_changes_the_dige
     assert json.loads(corpus["corpus"].profile)["num_rows"] == 24
 
     # the clip table: one row per clip with its content hash and its partition in every fold
-    table = list(csv.DictReader(open(client.download_artifacts(first.parent_run_id, "dataset/clips.csv",
-                                                                str(tmp_path)), newline="")))
+    table = list(
+        csv.DictReader(
+            open(client.download_artifacts(first.parent_run_id, "dataset/clips.csv", str(tmp_path)), newline="")
+        )
+    )
     assert len(table) == 24
     assert {"clip_id", "path", "speaker", "gender", "emotion", "sha1", "fold1"} <= set(table[0])
     for row in table:

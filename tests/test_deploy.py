@@ -26,9 +26,18 @@ def logged_predictions(client, run_id: str) -> dict[str, str]:
 
 @pytest.fixture
 def finished_run(mini_emodb):
-    result = run_experiment(RunConfig(backbone="whisper_tiny", dataset="emodb", data_root=str(mini_emodb), folds="1,2",
-                                      random_init=True, train=TrainConfig(schedule="paper", epochs=2),
-                                      trust=NO_TRUST, progress=False))
+    result = run_experiment(
+        RunConfig(
+            backbone="whisper_tiny",
+            dataset="emodb",
+            data_root=str(mini_emodb),
+            folds="1,2",
+            random_init=True,
+            train=TrainConfig(schedule="paper", epochs=2),
+            trust=NO_TRUST,
+            progress=False,
+        )
+    )
     return result, mini_emodb
 
 
@@ -90,10 +99,14 @@ def front_file(tmp_path, run_id: str):
     from trustser.study.space import OBJECTIVES
 
     def row(label, uar, gflops):
-        return Candidate(label=label, params={"backbone": "whisper_tiny"}, mlflow_run_id=run_id, pareto=True,
-                         values={"performance": uar, "privacy": 0.8, "safety": 0.3, "fairness": 0.2,
-                                 "sustainability": gflops},
-                         metrics={"test_uar_ci_low": uar - 0.05, "test_uar_ci_high": uar + 0.05})
+        return Candidate(
+            label=label,
+            params={"backbone": "whisper_tiny"},
+            mlflow_run_id=run_id,
+            pareto=True,
+            values={"performance": uar, "privacy": 0.8, "safety": 0.3, "fairness": 0.2, "sustainability": gflops},
+            metrics={"test_uar_ci_low": uar - 0.05, "test_uar_ci_high": uar + 0.05},
+        )
 
     path = tmp_path / "pareto.json"
     path.write_text(front_to_json([row("small", 0.7, 5.0), row("large", 0.8, 50.0)], tuple(OBJECTIVES.values())))
@@ -108,10 +121,21 @@ def test_recommend_registers_the_pick_under_the_scenario_alias_and_predict_reads
     from trustser.cli import main
 
     result, root = finished_run
-    out = CliRunner().invoke(main, ["recommend", "--scenario", "edge", "--front", str(front_file(tmp_path, result.parent_run_id)),
-                                    "--register", "ser", "--json"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "recommend",
+            "--scenario",
+            "edge",
+            "--front",
+            str(front_file(tmp_path, result.parent_run_id)),
+            "--register",
+            "ser",
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
-    registered = json.loads(out.stdout[out.stdout.index("{"):])["registered"]
+    registered = json.loads(out.stdout[out.stdout.index("{") :])["registered"]
     assert registered["uri"] == "models:/ser@edge" and str(registered["version"]) == "1"
     assert out.stdout.lstrip().startswith("{")  # --json prints JSON only (MLflow's own messages go to stderr)
     client = mlflow.MlflowClient()
@@ -144,13 +168,33 @@ def test_mlflow_models_serve_answers_a_post_on_loopback(finished_run, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-    server = subprocess.Popen([mlflow_cli, "models", "serve", "-m", f"runs:/{result.parent_run_id}/model",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                              # the server starts `uvicorn` by name: the environment's bin folder must be on PATH,
-                              # as it is in an activated virtualenv
-                              env={**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-                                   "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            mlflow_cli,
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{result.parent_run_id}/model",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        # the server starts `uvicorn` by name: the environment's bin folder must be on PATH,
+        # as it is in an activated virtualenv
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -162,8 +206,9 @@ def test_mlflow_models_serve_answers_a_post_on_loopback(finished_run, tmp_path):
                 time.sleep(1)
         clip = sorted((root / "wav").glob("*.wav"))[0]
         body = json.dumps({"dataframe_split": {"columns": ["path"], "data": [[str(clip)]]}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         (prediction,) = answer["predictions"]
         assert prediction["emotion"] in EMOTIONS

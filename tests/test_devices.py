@@ -75,10 +75,35 @@ def test_a_run_logs_the_device_asked_for_and_the_one_used(fold1_emodb):
 
     from trustser.cli import main
 
-    result = CliRunner().invoke(main, ["run", "--backbone", "apc", "--random-init", "--data-root", str(fold1_emodb),
-                                       "--folds", "1", "--device", "cpu", "--schedule", "paper", "--epochs", "1",
-                                       "--no-safety", "--no-probes", "--no-cost", "--bootstrap", "0", "--no-progress",
-                                       "--set", "log_model=false", "--set", "trust.reference=false"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--backbone",
+            "apc",
+            "--random-init",
+            "--data-root",
+            str(fold1_emodb),
+            "--folds",
+            "1",
+            "--device",
+            "cpu",
+            "--schedule",
+            "paper",
+            "--epochs",
+            "1",
+            "--no-safety",
+            "--no-probes",
+            "--no-cost",
+            "--bootstrap",
+            "0",
+            "--no-progress",
+            "--set",
+            "log_model=false",
+            "--set",
+            "trust.reference=false",
+        ],
+    )
     assert result.exit_code == 0, result.output
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`trustser.kind` = 'experiment'")
     assert list(runs["params.device"]) == ["cpu"] and list(runs["params.device_used"]) == ["cpu"]

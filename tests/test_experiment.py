@@ -13,15 +13,26 @@ from trustser.cli import main
 from trustser.experiment import RunConfig, TrustConfig, run_experiment
 from trustser.training import TrainConfig
 
-QUICK_TRUST = TrustConfig(max_attack_clips=3, sweep_snrs=(40.0,), measure_cost=False, probe_epochs=2,
-                          bootstrap_resamples=50)
+QUICK_TRUST = TrustConfig(
+    max_attack_clips=3, sweep_snrs=(40.0,), measure_cost=False, probe_epochs=2, bootstrap_resamples=50
+)
 NO_TRUST = TrustConfig(safety=False, probes=False, measure_cost=False)
 
 
 def run_tiny(data_root, folds="1,2", backbone="whisper_tiny", epochs=2, trust=QUICK_TRUST, unfreeze_top=0):
-    return run_experiment(RunConfig(backbone=backbone, dataset="emodb", data_root=str(data_root), folds=folds,
-                                    random_init=True, train=TrainConfig(schedule="paper", epochs=epochs), progress=False,
-                                    trust=trust, unfreeze_top=unfreeze_top))
+    return run_experiment(
+        RunConfig(
+            backbone=backbone,
+            dataset="emodb",
+            data_root=str(data_root),
+            folds=folds,
+            random_init=True,
+            train=TrainConfig(schedule="paper", epochs=epochs),
+            progress=False,
+            trust=trust,
+            unfreeze_top=unfreeze_top,
+        )
+    )
 
 
 def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
@@ -32,10 +43,16 @@ def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
     assert parent.data.params["backbone"] == "whisper_tiny" and parent.data.params["dataset"] == "emodb"
     assert {"test_uar_mean", "test_uar_std", "features_computed"} <= set(parent.data.metrics)
     # the five trust families, aggregated on the parent
-    assert {"privacy_gender_accuracy_mean", "safety_fgsm_asr_mean", "fairness_equality_of_odds_mean",
-            "sustainability_gflops", "sustainability_paper_gmacs"} <= set(parent.data.metrics)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert {
+        "privacy_gender_accuracy_mean",
+        "safety_fgsm_asr_mean",
+        "fairness_equality_of_odds_mean",
+        "sustainability_gflops",
+        "sustainability_paper_gmacs",
+    } <= set(parent.data.metrics)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    )
     assert sorted(r.data.tags["fold"] for r in children) == ["fold1", "fold2"]
     for child in children:
         assert 0.0 <= child.data.metrics["test_uar"] <= 1.0
@@ -58,18 +75,35 @@ def test_every_headline_metric_has_its_interval_and_calibration_and_the_referenc
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id).data.metrics
     # the parent's intervals are over the pooled test clips of all folds (every test speaker)
-    for key in ("test_uar", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds",
-                "fairness_statistical_parity", "test_ece"):
+    for key in (
+        "test_uar",
+        "privacy_gender_accuracy",
+        "safety_fgsm_asr",
+        "fairness_equality_of_odds",
+        "fairness_statistical_parity",
+        "test_ece",
+    ):
         assert f"{key}_ci_low" in parent and f"{key}_ci_high" in parent, key
     assert parent["test_uar_ci_low"] <= parent["test_uar_pooled"] <= parent["test_uar_ci_high"]
-    assert {"test_ece_mean", "test_brier_mean", "reference_linear_uar_mean", "fairness_equality_of_odds_null_p95",
-            "fairness_equality_of_odds_random_p95"} <= set(parent)
+    assert {
+        "test_ece_mean",
+        "test_brier_mean",
+        "reference_linear_uar_mean",
+        "fairness_equality_of_odds_null_p95",
+        "fairness_equality_of_odds_random_p95",
+    } <= set(parent)
     for fold in result.folds:
         run = client.get_run(fold.run_id)
         metrics = run.data.metrics
         assert 0.0 <= metrics["reference_linear_uar"] <= 1.0 and 0.0 <= metrics["test_ece"] <= 1.0
-        assert {"test_uar_ci_low", "test_brier", "fairness_equality_of_odds_p_value", "epochs_run",
-                "train_steps", "best_epoch"} <= set(metrics)
+        assert {
+            "test_uar_ci_low",
+            "test_brier",
+            "fairness_equality_of_odds_p_value",
+            "epochs_run",
+            "train_steps",
+            "best_epoch",
+        } <= set(metrics)
         artifacts = {a.path for a in client.list_artifacts(fold.run_id, "calibration")}
         assert {"calibration/reliability.png", "calibration/reliability.json"} <= artifacts
 
@@ -77,11 +111,20 @@ def test_every_headline_metric_has_its_interval_and_calibration_and_the_referenc
 def test_every_fold_run_carries_all_five_trust_families_and_the_parent_a_trust_profile(mini_emodb):
     result = run_tiny(mini_emodb, folds="1")
     client = mlflow.MlflowClient()
-    (child,) = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    (child,) = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    )
     metrics = child.data.metrics
-    assert {"test_uar", "privacy_gender_accuracy", "safety_fgsm_asr", "fairness_equality_of_odds",
-            "sustainability_gflops", "sustainability_paper_gmacs", "sustainability_backbone_gmacs"} <= set(metrics)
+    assert {
+        "test_uar",
+        "privacy_gender_accuracy",
+        "safety_fgsm_asr",
+        "fairness_equality_of_odds",
+        "sustainability_gflops",
+        "sustainability_paper_gmacs",
+        "sustainability_backbone_gmacs",
+    } <= set(metrics)
     assert metrics["sustainability_gflops"] == result.summary["sustainability_gflops"]
     assert child.data.params["weights_source"] == "random"
     confusion = json.loads(open(client.download_artifacts(child.info.run_id, "confusion_matrix.json")).read())
@@ -101,14 +144,28 @@ def test_privacy_probes_use_the_method_probe_whatever_head_the_emotion_model_use
     from trustser.experiment import probe_train_config
     from trustser.probes import PROBE_CONFIG
 
-    trial = TrainConfig(width=64, lr=1e-3, pooling="last", seed=3, batch_size=32, min_steps=300, patience=7,
-                        max_epochs=90, standardize=False)
+    trial = TrainConfig(
+        width=64,
+        lr=1e-3,
+        pooling="last",
+        seed=3,
+        batch_size=32,
+        min_steps=300,
+        patience=7,
+        max_epochs=90,
+        standardize=False,
+    )
     probe = probe_train_config(trial, TrustConfig(probe_epochs=10))
     assert (probe.width, probe.lr, probe.pooling) == (PROBE_CONFIG.width, 5e-4, PROBE_CONFIG.pooling)
     assert (probe.epochs, probe.seed, probe.batch_size) == (10, 3, 32)
     # the probes train the way the run trains: as converged as the emotion head
-    assert (probe.schedule, probe.min_steps, probe.patience, probe.max_epochs, probe.standardize) == \
-        ("converge", 300, 7, 90, False)
+    assert (probe.schedule, probe.min_steps, probe.patience, probe.max_epochs, probe.standardize) == (
+        "converge",
+        300,
+        7,
+        90,
+        False,
+    )
 
 
 def test_training_is_deterministic_on_cpu(mini_emodb):
@@ -132,9 +189,28 @@ def test_unfreezing_the_top_layer_runs_all_metrics_through_the_fine_tuned_model(
 
 
 def test_cli_run_prints_uar_and_warns_about_random_weights(mini_emodb):
-    out = CliRunner().invoke(main, ["run", "--backbone", "whisper_tiny", "--random-init", "--data-root",
-                                    str(mini_emodb), "--folds", "1", "--schedule", "paper", "--epochs", "1", "--no-progress",
-                                    "--max-attack-clips", "2", "--no-cost", "--no-probes"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--backbone",
+            "whisper_tiny",
+            "--random-init",
+            "--data-root",
+            str(mini_emodb),
+            "--folds",
+            "1",
+            "--schedule",
+            "paper",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--max-attack-clips",
+            "2",
+            "--no-cost",
+            "--no-probes",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "RANDOM weights" in out.output and "test UAR" in out.output
 

@@ -151,7 +151,13 @@ def test_cache_directory_names_are_unchanged_by_the_removal_of_the_unused_upto_l
     from trustser.features import FORMAT_VERSION, FeatureKey
 
     key = FeatureKey("whisper_base", "pkg:openai-whisper@abc", 6.0, "fp32")
-    old_payload = {"backbone": "whisper_base", "weights_identity": "pkg:openai-whisper@abc", "max_seconds": 6.0,
-                   "precision": "fp32", "upto_layer": None, "format": FORMAT_VERSION}
+    old_payload = {
+        "backbone": "whisper_base",
+        "weights_identity": "pkg:openai-whisper@abc",
+        "max_seconds": 6.0,
+        "precision": "fp32",
+        "upto_layer": None,
+        "format": FORMAT_VERSION,
+    }
     old = hashlib.sha256(json.dumps(old_payload, sort_keys=True).encode()).hexdigest()[:20]
     assert key.digest() == old

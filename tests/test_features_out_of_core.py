@@ -78,8 +78,9 @@ def test_training_probes_reference_and_evaluation_give_the_same_metrics_out_of_c
     expected, trained, got, trained_ooc = memory_run.metrics, memory_run.train, disk_run.metrics, disk_run.train
     assert expected.keys() == got.keys() and not _finite_equal(expected, got)
     assert trained.history == trained_ooc.history
-    assert all(torch.equal(a, b) for a, b in zip(trained.head.state_dict().values(),
-                                                  trained_ooc.head.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(trained.head.state_dict().values(), trained_ooc.head.state_dict().values())
+    )
     # the generated corpus is learnable, so equality is not that of two heads that learned nothing
     assert expected["test_uar"] > 0.5 and expected["privacy_gender_accuracy"] > 0.7
     assert expected["reference_linear_uar"] > 0.5
@@ -141,8 +142,13 @@ def test_a_store_larger_than_the_memory_limit_trains_probes_and_evaluates_within
     cap = 300 * 2**20
     meta = write_store(tmp_path, 2200, layers=4, hidden=256, frames=(60, 140))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", CAPPED_CHILD, str(TESTS), str(meta), str(cap)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", CAPPED_CHILD, str(TESTS), str(meta), str(cap)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["store_bytes"] > 1.4 * cap
@@ -151,9 +157,11 @@ def test_a_store_larger_than_the_memory_limit_trains_probes_and_evaluates_within
     metrics = out["metrics"]
     assert metrics["test_uar"] > 0.5 and math.isfinite(metrics["privacy_gender_accuracy"])
     assert math.isfinite(metrics["privacy_speaker_accuracy"]) and metrics["reference_linear_uar"] > 0.5
-    print(f"store {out['store_bytes'] / 2**20:.0f} MiB, cap {cap / 2**20:.0f} MiB above "
-          f"{out['base_data'] / 2**20:.0f} MiB data, peak RSS {out['peak_rss'] / 2**20:.0f} MiB "
-          f"(baseline {out['base_rss'] / 2**20:.0f} MiB); in memory: {out['in_memory']}")
+    print(
+        f"store {out['store_bytes'] / 2**20:.0f} MiB, cap {cap / 2**20:.0f} MiB above "
+        f"{out['base_data'] / 2**20:.0f} MiB data, peak RSS {out['peak_rss'] / 2**20:.0f} MiB "
+        f"(baseline {out['base_rss'] / 2**20:.0f} MiB); in memory: {out['in_memory']}"
+    )
 
 
 @pytest.mark.slow
@@ -164,14 +172,37 @@ def test_the_cli_runs_out_of_core_logs_the_choice_and_gets_the_in_memory_result(
     from trustser.cli import main
 
     def run(setting: str):
-        out = CliRunner().invoke(main, ["run", "--backbone", "whisper_tiny", "--random-init", "--data-root",
-                                        str(fold1_emodb), "--folds", "1", "--schedule", "paper", "--epochs", "2",
-                                        "--no-safety", "--no-probes", "--no-cost", "--bootstrap", "0", "--no-progress",
-                                        "--feature-memory", setting])
+        out = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "--backbone",
+                "whisper_tiny",
+                "--random-init",
+                "--data-root",
+                str(fold1_emodb),
+                "--folds",
+                "1",
+                "--schedule",
+                "paper",
+                "--epochs",
+                "2",
+                "--no-safety",
+                "--no-probes",
+                "--no-cost",
+                "--bootstrap",
+                "0",
+                "--no-progress",
+                "--feature-memory",
+                setting,
+            ],
+        )
         assert out.exit_code == 0, out.output
         client = mlflow.MlflowClient()
-        (parent,) = client.search_runs([client.get_experiment_by_name("trustser").experiment_id],
-                                       filter_string=f"params.feature_memory = '{setting}'")
+        (parent,) = client.search_runs(
+            [client.get_experiment_by_name("trustser").experiment_id],
+            filter_string=f"params.feature_memory = '{setting}'",
+        )
         return parent.data
 
     on_disk, held = run("disk"), run("memory")

@@ -12,8 +12,13 @@ import torch
 from trustser.backbones.loading import load_backbone
 from trustser.errors import ConfigError
 from trustser.features import compute_hidden
-from trustser.finetune import (FineTunedClassifier, build_finetune_model, build_top_layers, live_features,
-                               with_trained_top)
+from trustser.finetune import (
+    FineTunedClassifier,
+    build_finetune_model,
+    build_top_layers,
+    live_features,
+    with_trained_top,
+)
 from trustser.head import EmotionHead
 from trustser.training import TrainConfig, train_head
 
@@ -60,8 +65,9 @@ def full_mask(frames: int) -> torch.Tensor:
     return torch.ones(1, frames, dtype=torch.bool)
 
 
-@pytest.mark.parametrize("name,k", CASES + [("whisper_tiny", 4), ("wavlm_base_plus", 12), ("tera", 3),
-                                            ("hubert_base", 1)])
+@pytest.mark.parametrize(
+    "name,k", CASES + [("whisper_tiny", 4), ("wavlm_base_plus", 12), ("tera", 3), ("hubert_base", 1)]
+)
 def test_top_layers_on_the_cached_input_state_reproduce_the_backbones_top_states(name, k):
     ex = extracted(name)
     top = build_top_layers(ex.backbone, k).eval()
@@ -114,8 +120,15 @@ def test_training_updates_only_the_top_layer_copies_and_the_head_and_never_runs_
     for layer in ex.backbone.encoder_layers():
         monkeypatch.setattr(layer, "forward", must_not_run)
     ids = list(ex.cache)
-    train_head(ex.cache, ex.labels, ids[:3], ids[3:], 4, TrainConfig(schedule="paper", epochs=1, batch_size=2, lr=1e-3),
-               model=model)
+    train_head(
+        ex.cache,
+        ex.labels,
+        ids[:3],
+        ids[3:],
+        4,
+        TrainConfig(schedule="paper", epochs=1, batch_size=2, lr=1e-3),
+        model=model,
+    )
 
     for n, t in ex.backbone.state_dict().items():
         assert torch.equal(t, backbone_before[n]), f"backbone parameter {n} changed"
@@ -165,8 +178,9 @@ def test_the_wavlm_position_bias_comes_from_a_frozen_copy_of_layer_0_unless_laye
     ex = extracted("wavlm_base_plus")
     top = build_top_layers(ex.backbone, 2)
     assert not top.frozen_bias_table.weight.requires_grad
-    torch.testing.assert_close(top.frozen_bias_table.weight,
-                               ex.backbone.encoder_layers()[0].attention.rel_attn_embed.weight)
+    torch.testing.assert_close(
+        top.frozen_bias_table.weight, ex.backbone.encoder_layers()[0].attention.rel_attn_embed.weight
+    )
     everything = build_top_layers(ex.backbone, 12)
     assert everything.bias_table() is everything.layers[0].attention.rel_attn_embed
     assert everything.bias_table().weight.requires_grad

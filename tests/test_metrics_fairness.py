@@ -83,9 +83,7 @@ def test_reference_variant_sees_where_errors_go_not_only_how_many() -> None:
     #   reference: neutral row f = [1/2, 1/2, 0, 0], m = [1/2, 0, 1/2, 0] -> TV 1/2; other rows equal
     #              -> mean over 4 true classes = 1/8
     #   ours: ΔTPR = 0 everywhere; FPR_f(happy) = 1/6, FPR_m(sad) = 1/6 -> EO = 1/6, mean = (2/6)/4 = 1/12
-    rep = fairness_report(
-        *_concat((ONE_EACH, [0, 1, 1, 1, 2, 2, 3, 3]), (ONE_EACH, [0, 2, 1, 1, 2, 2, 3, 3]))
-    )
+    rep = fairness_report(*_concat((ONE_EACH, [0, 1, 1, 1, 2, 2, 3, 3]), (ONE_EACH, [0, 2, 1, 1, 2, 2, 3, 3])))
     assert rep.reference_eo_per_class == pytest.approx((1 / 2, 0.0, 0.0, 0.0))
     assert rep.reference_eo == pytest.approx(1 / 8)
     assert rep.equality_of_odds == pytest.approx(1 / 6)

@@ -16,8 +16,16 @@ from trustser.errors import UnknownNameError
 from trustser.features import compute_hidden, read_entry, write_entry
 from trustser.head import EmotionHead
 from trustser.metrics.safety import (
-    SWEEP_SNRS_DB, AttackSettings, UnitIntervalView, WaveformClassifier, attack_success_rate, run_attack,
-    snr_db, snr_epsilon, snr_sweep, sweep_figure,
+    SWEEP_SNRS_DB,
+    AttackSettings,
+    UnitIntervalView,
+    WaveformClassifier,
+    attack_success_rate,
+    run_attack,
+    snr_db,
+    snr_epsilon,
+    snr_sweep,
+    sweep_figure,
 )
 
 SR = 16000
@@ -109,8 +117,7 @@ def test_fgsm_and_gaussian_reach_the_target_snr(attack):
 
 def test_pgd_stays_in_the_fgsm_budget_and_reports_its_snr():
     settings = AttackSettings(pgd_steps=5)
-    reports = run_attack(stub_classifier(), WAVES[:2], [0, 0], "pgd", (35.0, 45.0), clip_ids=IDS[:2],
-                         settings=settings)
+    reports = run_attack(stub_classifier(), WAVES[:2], [0, 0], "pgd", (35.0, 45.0), clip_ids=IDS[:2], settings=settings)
     for snr, report in reports.items():
         for r in report.records:
             assert r.achieved_snr_db >= snr - 0.1
@@ -121,8 +128,9 @@ def test_pgd_stays_in_the_fgsm_budget_and_reports_its_snr():
 # --------------------------------------------------------------------------------------------------------- ASR
 @pytest.mark.parametrize("attack, expected_asr", [("fgsm", 0.5), ("pgd", 0.5), ("gaussian", 0.0)])
 def test_asr_counts_only_correctly_classified_clips(attack, expected_asr):
-    report = attack_success_rate(stub_classifier(), WAVES, LABELS, attack, 45.0, clip_ids=IDS,
-                                 settings=AttackSettings(pgd_steps=3))
+    report = attack_success_rate(
+        stub_classifier(), WAVES, LABELS, attack, 45.0, clip_ids=IDS, settings=AttackSettings(pgd_steps=3)
+    )
     status = {r.clip_id: r.status for r in report.records}
     assert status == {"robust": "attacked", "fragile": "attacked", "wrong": "incorrect", "silent": "silent"}
     assert (report.n_attacked, report.n_incorrect, report.n_silent) == (2, 1, 1)
@@ -139,8 +147,9 @@ def test_fgsm_pushes_against_the_true_class():
 
 def test_given_clean_predictions_skip_misclassified_clips_and_expose_mismatches():
     # the caller says "robust" is wrong (skipped without compute) and "wrong" is right (the waveform path disagrees)
-    report = attack_success_rate(stub_classifier(), WAVES, LABELS, "fgsm", 45.0, clip_ids=IDS,
-                                 clean_predictions=[1, 0, 0, 0])
+    report = attack_success_rate(
+        stub_classifier(), WAVES, LABELS, "fgsm", 45.0, clip_ids=IDS, clean_predictions=[1, 0, 0, 0]
+    )
     status = {r.clip_id: r.status for r in report.records}
     assert status == {"robust": "incorrect", "fragile": "attacked", "wrong": "clean_mismatch", "silent": "silent"}
     assert (report.n_attacked, report.n_flipped, report.n_clean_mismatch, report.asr) == (1, 1, 1, 1.0)
@@ -183,15 +192,15 @@ def test_train_mode_switches_on_dropout_only_and_is_undone_after_the_attack():
     classifier.train()
     assert classifier.head.dropout.training and not classifier.head.norm.training
     classifier.eval()
-    report = attack_success_rate(classifier, WAVES[:2], [0, 0], "fgsm", 45.0,
-                                 settings=AttackSettings(train_mode=True))
+    report = attack_success_rate(classifier, WAVES[:2], [0, 0], "fgsm", 45.0, settings=AttackSettings(train_mode=True))
     assert report.n_attacked == 2
     assert not any(m.training for m in classifier.modules())
 
 
 def test_snr_sweep_gives_asr_per_attack_and_snr_and_a_figure():
-    sweep = snr_sweep(stub_classifier(), WAVES, LABELS, snrs=(30.0, 45.0, 60.0), clip_ids=IDS,
-                      settings=AttackSettings(pgd_steps=2))
+    sweep = snr_sweep(
+        stub_classifier(), WAVES, LABELS, snrs=(30.0, 45.0, 60.0), clip_ids=IDS, settings=AttackSettings(pgd_steps=2)
+    )
     table = sweep.table()
     assert len(table) == 9 and set(table["attack"]) == {"fgsm", "pgd", "gaussian"}
     assert sweep.asr("fgsm", 45.0) == 0.5 and sweep.to_dict()["asr_gaussian_snr45"] == 0.0
@@ -216,10 +225,12 @@ def test_fgsm_on_whisper_hits_the_snr_despite_the_samples_its_stft_never_sees(wh
     exact = attack_success_rate(classifier, [x], [label], "fgsm", 45.0).records[0]
     assert exact.status == "attacked" and exact.n_unperturbed >= 60
     assert exact.achieved_snr_db == pytest.approx(45.0, abs=0.01)
-    nominal = attack_success_rate(classifier, [x], [label], "fgsm", 45.0,
-                                  settings=AttackSettings(match_nonzero_gradient=False)).records[0]
-    assert nominal.achieved_snr_db == pytest.approx(45 + 10 * math.log10(16100 / (16100 - exact.n_unperturbed)),
-                                                    abs=1e-3)
+    nominal = attack_success_rate(
+        classifier, [x], [label], "fgsm", 45.0, settings=AttackSettings(match_nonzero_gradient=False)
+    ).records[0]
+    assert nominal.achieved_snr_db == pytest.approx(
+        45 + 10 * math.log10(16100 / (16100 - exact.n_unperturbed)), abs=1e-3
+    )
     after = classifier.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing was updated
     assert all(p.grad is None for p in classifier.parameters())
@@ -305,11 +316,23 @@ def assert_same_records(per_clip, batched):
     for snr in per_clip:
         a, b = per_clip[snr], batched[snr]
         assert (a.n_attacked, a.n_flipped, a.n_incorrect, a.n_clean_mismatch, a.n_silent) == (
-            b.n_attacked, b.n_flipped, b.n_incorrect, b.n_clean_mismatch, b.n_silent)
+            b.n_attacked,
+            b.n_flipped,
+            b.n_incorrect,
+            b.n_clean_mismatch,
+            b.n_silent,
+        )
         assert a.asr == b.asr or math.isnan(a.asr) and math.isnan(b.asr)
         for ra, rb in zip(a.records, b.records, strict=True):
             assert (ra.clip_id, ra.label, ra.status, ra.clean_pred, ra.adv_pred, ra.flipped, ra.n_samples) == (
-                rb.clip_id, rb.label, rb.status, rb.clean_pred, rb.adv_pred, rb.flipped, rb.n_samples), ra.clip_id
+                rb.clip_id,
+                rb.label,
+                rb.status,
+                rb.clean_pred,
+                rb.adv_pred,
+                rb.flipped,
+                rb.n_samples,
+            ), ra.clip_id
             if ra.status == "attacked":
                 assert rb.eps == pytest.approx(ra.eps, rel=1e-6)
                 assert abs(rb.n_unperturbed - ra.n_unperturbed) <= 1e-3 * ra.n_samples
@@ -324,17 +347,26 @@ def test_attack_batch_size_must_be_positive():
 @pytest.mark.parametrize("attack", ["fgsm", "gaussian"])
 @pytest.mark.parametrize("batch_size, window", [(2, 16), (3, 1), (8, 16)])
 @pytest.mark.parametrize("given", [None, [1, 0, 0, 0, 0, 0, 0]])
-def test_batched_attacks_equal_per_clip_attacks_on_clips_of_different_lengths(attack, batch_size, window, given,
-                                                                             monkeypatch):
+def test_batched_attacks_equal_per_clip_attacks_on_clips_of_different_lengths(
+    attack, batch_size, window, given, monkeypatch
+):
     from trustser.metrics.safety import runner
 
     monkeypatch.setattr(runner, "SORT_WINDOW_BATCHES", window)  # window 1: several length-sorted windows
     ids, waves = list(VARIED), list(VARIED.values())
     kwargs = dict(clip_ids=ids, clean_predictions=given)
-    per_clip = run_attack(stub_classifier(), waves, [0] * len(ids), attack, (30.0, 45.0), **kwargs,
-                          settings=AttackSettings(batch_size=1))
-    batched = run_attack(stub_classifier(), waves, [0] * len(ids), attack, (30.0, 45.0), **kwargs,
-                         settings=AttackSettings(batch_size=batch_size))
+    per_clip = run_attack(
+        stub_classifier(), waves, [0] * len(ids), attack, (30.0, 45.0), **kwargs, settings=AttackSettings(batch_size=1)
+    )
+    batched = run_attack(
+        stub_classifier(),
+        waves,
+        [0] * len(ids),
+        attack,
+        (30.0, 45.0),
+        **kwargs,
+        settings=AttackSettings(batch_size=batch_size),
+    )
     assert_same_records(per_clip, batched)
     report = batched[45.0]
     assert [r.clip_id for r in report.records] == ids  # input order, whatever the length sort did
@@ -360,8 +392,13 @@ def test_batch_size_one_is_the_per_clip_path_and_pgd_and_train_mode_never_batch(
     run_attack(stub_classifier(), WAVES, LABELS, "fgsm", settings=AttackSettings(batch_size=1))
     run_attack(stub_classifier(), WAVES, LABELS, "gaussian", settings=AttackSettings(batch_size=1))
     run_attack(stub_classifier(), WAVES, LABELS, "pgd", settings=AttackSettings(batch_size=8, pgd_steps=1))
-    run_attack(stub_classifier(with_noise_layers=True), WAVES, LABELS, "fgsm",
-               settings=AttackSettings(batch_size=8, train_mode=True))
+    run_attack(
+        stub_classifier(with_noise_layers=True),
+        WAVES,
+        LABELS,
+        "fgsm",
+        settings=AttackSettings(batch_size=8, train_mode=True),
+    )
     with pytest.raises(AssertionError, match="batched path"):
         run_attack(stub_classifier(), WAVES, LABELS, "fgsm", settings=AttackSettings(batch_size=2))
 

@@ -61,8 +61,11 @@ def test_paper_convention_is_the_mac_count_of_linear_conv_and_gru_modules(report
     samples = 6 * 16000
     bb = {name: r.paper_front_end_macs + r.paper_backbone_macs for name, r in reports.items()}
     # Whisper on its true length: 600 mel frames → conv1 (k3) → conv2 (k3, stride 2) → 300 positions.
-    for name, (d, ffn, layers) in {"whisper_tiny": (384, 1536, 4), "whisper_base": (512, 2048, 6),
-                                   "whisper_small": (768, 3072, 12)}.items():
+    for name, (d, ffn, layers) in {
+        "whisper_tiny": (384, 1536, 4),
+        "whisper_base": (512, 2048, 6),
+        "whisper_small": (768, 3072, 12),
+    }.items():
         assert bb[name] == 600 * 3 * 80 * d + 300 * 3 * d * d + layers * transformer_layer_macs(d, ffn, 300)
     # TERA: 601 centred log-mel frames, Linear(80 → 768), three layers.
     assert bb["tera"] == 601 * 80 * 768 + 3 * transformer_layer_macs(768, 3072, 601)
@@ -127,8 +130,9 @@ def test_parameter_counts_match_the_paper(reports):
 def test_head_flops_match_a_hand_count_for_a_tiny_config():
     layers, hidden, width, classes, frames = 3, 8, 16, 4, 10
     head = EmotionHead(layers, hidden, classes, width).eval()
-    counts = sus.count_module(head, {"head": head}, torch.randn(1, layers, frames, hidden),
-                              torch.ones(1, frames, dtype=torch.bool))
+    counts = sus.count_module(
+        head, {"head": head}, torch.randn(1, layers, frames, hidden), torch.ones(1, frames, dtype=torch.bool)
+    )
     macs = hidden * width * frames + width * width * frames + width * width + width * classes
     # The layer-weighted sum is an einsum: calflops gives it no MACs and takes numpy's einsum_path "optimized FLOP
     # count", 2·L·T·H plus 1 for the trailing no-op step numpy includes in its path.
@@ -139,10 +143,13 @@ def test_head_flops_match_a_hand_count_for_a_tiny_config():
     flops = (
         layers  # softmax over the layer logits
         + einsum  # weighted sum of the layers
-        + 2 * hidden * width * frames + width * frames  # conv1 (k=1) + bias
+        + 2 * hidden * width * frames
+        + width * frames  # conv1 (k=1) + bias
         + width * frames  # ReLU
-        + 2 * width * width * frames + width * frames  # conv2 + bias
-        + 2 * width * width + width  # fc1 (calflops' F.linear leaves out the bias) + ReLU
+        + 2 * width * width * frames
+        + width * frames  # conv2 + bias
+        + 2 * width * width
+        + width  # fc1 (calflops' F.linear leaves out the bias) + ReLU
         + 2 * width * classes  # fc2
     )
     assert (counts.macs, counts.flops) == (macs, flops)
@@ -195,8 +202,17 @@ def test_counts_are_cached_per_backbone_and_config(reports, monkeypatch):
     monkeypatch.setattr(sus.counts, "_count_backbone", lambda *a: pytest.fail("recounted despite the cache"))
     rows = sus.sustainability_table(["whisper_tiny"])
     assert rows == [reports["whisper_tiny"].as_dict()]
-    assert {"backbone", "params", "paper_gmacs", "flops", "macs", "front_end_flops", "backbone_flops", "head_flops",
-            "paper_table_gflops"} <= set(rows[0])
+    assert {
+        "backbone",
+        "params",
+        "paper_gmacs",
+        "flops",
+        "macs",
+        "front_end_flops",
+        "backbone_flops",
+        "head_flops",
+        "paper_table_gflops",
+    } <= set(rows[0])
 
 
 def test_latency_is_the_median_of_timed_repeats():

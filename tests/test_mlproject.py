@@ -47,8 +47,12 @@ def test_every_entry_point_parameter_is_passed_to_the_option_of_that_name_with_i
     entry = PROJECT["entry_points"][entry_point]
     words = shlex.split(entry["command"])
     assert words[:4] == ["python", "-m", "trustser.cli", command]
-    options = {flag.lstrip("-").replace("-", "_"): p for p in main.commands[command].params
-               if isinstance(p, click.Option) for flag in p.opts}
+    options = {
+        flag.lstrip("-").replace("-", "_"): p
+        for p in main.commands[command].params
+        if isinstance(p, click.Option)
+        for flag in p.opts
+    }
     for name, spec in entry["parameters"].items():
         flag = "--" + name.replace("_", "-")
         assert flag in words and words[words.index(flag) + 1] == "{" + name + "}", f"{name} is not passed on"
@@ -66,8 +70,11 @@ def test_the_run_entry_point_offers_the_methods_fine_tuning_choices_with_the_sch
     assert {"lr", "unfreeze_top", "width", "pooling", "config", "set"} <= set(parameters)
     assert {spec["default"] for spec in parameters.values()} == {""}
     options = {p.name: p for p in main.commands["run"].params if isinstance(p, click.Option)}
-    given = {name: options[name].type.convert("", options[name], None) for name in parameters
-             if name not in ("config", "set", "pgd")}
+    given = {
+        name: options[name].type.convert("", options[name], None)
+        for name in parameters
+        if name not in ("config", "set", "pgd")
+    }
     config = build_run_config("", given, ("",))
     assert config == RunConfig() and (config.train.width, config.train.pooling) == (128, "weighted")
 
@@ -89,18 +96,45 @@ def test_mlflow_run_study_resumes_and_cross_references_trials_and_runs(tmp_path)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     client.create_experiment("project-study", artifact_location=(tmp_path / "artifacts").as_uri())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRUSTSER_"))}
-    env.update({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
-                "TRUSTSER_TRIAL_RUNNER": "scale_runners:fake", "SCALE_CALLS": str(calls), "SCALE_FAKE_SECONDS": "0",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-                "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "TRUSTSER_TRIAL_RUNNER": "scale_runners:fake",
+            "SCALE_CALLS": str(calls),
+            "SCALE_FAKE_SECONDS": "0",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
 
     def mlflow_run(*params: str) -> str:
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "mlflow"), "run", str(REPO), "-e", "study", "--env-manager", "local",
-             "--experiment-name", "project-study", "-P", f"space={TESTS / 'spaces' / 'six.yaml'}",
-             "-P", f"storage={storage}", "-P", "study_name=project", *params],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "run",
+                str(REPO),
+                "-e",
+                "study",
+                "--env-manager",
+                "local",
+                "--experiment-name",
+                "project-study",
+                "-P",
+                f"space={TESTS / 'spaces' / 'six.yaml'}",
+                "-P",
+                f"storage={storage}",
+                "-P",
+                "study_name=project",
+                *params,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout + done.stderr
 

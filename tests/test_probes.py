@@ -40,15 +40,25 @@ def by_speaker(clips, speakers):
 
 def test_gender_probe_finds_gender_written_into_the_features_on_unseen_speakers():
     clips, features = synthetic(n_speakers=6)
-    result = gender_probe(features, clips, by_speaker(clips, {"spk0", "spk1", "spk2", "spk3"}),
-                          by_speaker(clips, {"spk4", "spk5"}), by_speaker(clips, {"spk4", "spk5"}))
+    result = gender_probe(
+        features,
+        clips,
+        by_speaker(clips, {"spk0", "spk1", "spk2", "spk3"}),
+        by_speaker(clips, {"spk4", "spk5"}),
+        by_speaker(clips, {"spk4", "spk5"}),
+    )
     assert result.accuracy == 1.0 and result.n_test == 20 and result.chance == 0.5
 
 
 def test_gender_probe_is_undefined_when_a_partition_has_one_gender():
     clips, features = synthetic()
-    result = gender_probe(features, clips, by_speaker(clips, {"spk0", "spk1"}), by_speaker(clips, {"spk2", "spk3"}),
-                          by_speaker(clips, {"spk0", "spk2"}))  # test partition: two female speakers
+    result = gender_probe(
+        features,
+        clips,
+        by_speaker(clips, {"spk0", "spk1"}),
+        by_speaker(clips, {"spk2", "spk3"}),
+        by_speaker(clips, {"spk0", "spk2"}),
+    )  # test partition: two female speakers
     assert math.isnan(result.accuracy) and "test partition has clips of 1 gender" in result.reason
 
 
@@ -97,9 +107,14 @@ def test_speaker_probe_with_only_one_identified_speaker_is_undefined_and_still_c
 def test_gender_probe_leaves_unknown_gender_clips_out_and_counts_them():
     clips, features = with_unknown(*synthetic(n_speakers=6), gender=None)
     unknown = [c for c in clips if clips[c].speaker == "unknown"]
-    result = gender_probe(features, clips, by_speaker(clips, {"spk0", "spk1", "spk2", "spk3"}) + unknown[:2],
-                          by_speaker(clips, {"spk4", "spk5"}) + unknown[2:4],
-                          by_speaker(clips, {"spk4", "spk5"}) + unknown[4:], FAST)
+    result = gender_probe(
+        features,
+        clips,
+        by_speaker(clips, {"spk0", "spk1", "spk2", "spk3"}) + unknown[:2],
+        by_speaker(clips, {"spk4", "spk5"}) + unknown[2:4],
+        by_speaker(clips, {"spk4", "spk5"}) + unknown[4:],
+        FAST,
+    )
     assert result.n_test == 20 and result.excluded_unknown == 6
     assert result.to_dict("privacy_gender")["privacy_gender_excluded_unknown"] == 6.0
 

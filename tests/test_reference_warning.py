@@ -45,8 +45,18 @@ def acted_corpus(tmp: Path, speakers: int = 10, per_class: int = 6, seconds: flo
 
 
 def run(root: Path, train: TrainConfig):
-    result = run_experiment(RunConfig(backbone="whisper_tiny", dataset="manifest", data_root=str(root), folds="1",
-                                      random_init=True, train=train, trust=REFERENCE_ONLY, progress=False))
+    result = run_experiment(
+        RunConfig(
+            backbone="whisper_tiny",
+            dataset="manifest",
+            data_root=str(root),
+            folds="1",
+            random_init=True,
+            train=train,
+            trust=REFERENCE_ONLY,
+            progress=False,
+        )
+    )
     (fold,) = result.folds
     return fold, mlflow.MlflowClient().get_run(fold.run_id)
 
@@ -63,15 +73,37 @@ def test_the_warning_names_both_figures_and_fires_only_beyond_the_margin():
 def test_a_small_manifest_corpus_converges_or_warns_and_an_under_trained_head_always_warns(tmp_path):
     root = acted_corpus(tmp_path)
     # the method's recipe cut to one epoch (3 optimiser steps): the head cannot have learned, and the CLI says so
-    out = CliRunner().invoke(main, ["run", "--manifest", str(root / "manifest.csv"), "--backbone", "whisper_tiny",
-                                    "--random-init", "--folds", "1", "--schedule", "paper", "--epochs", "1",
-                                    "--standardize", "false", "--no-safety", "--no-probes", "--no-cost",
-                                    "--no-progress", "--bootstrap", "200"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--manifest",
+            str(root / "manifest.csv"),
+            "--backbone",
+            "whisper_tiny",
+            "--random-init",
+            "--folds",
+            "1",
+            "--schedule",
+            "paper",
+            "--epochs",
+            "1",
+            "--standardize",
+            "false",
+            "--no-safety",
+            "--no-probes",
+            "--no-cost",
+            "--no-progress",
+            "--bootstrap",
+            "200",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "warning" in out.output and "linear reference" in out.output
     client = mlflow.MlflowClient()
-    (under,) = client.search_runs([client.get_experiment_by_name("trustser").experiment_id],
-                                  filter_string="tags.fold = 'fold1'")
+    (under,) = client.search_runs(
+        [client.get_experiment_by_name("trustser").experiment_id], filter_string="tags.fold = 'fold1'"
+    )
     reference = under.data.metrics["reference_linear_uar"]
     assert reference > 0.6, "the corpus must be learnable by a linear probe for this test to mean anything"
     assert under.data.metrics["test_uar"] < reference - REFERENCE_MARGIN

@@ -27,8 +27,11 @@ def migrated_mlflow_db(tmp_path_factory) -> Iterator[Path]:
     """An empty MLflow store with its tables created, built once (in memory-backed /dev/shm where there is one:
     the migrations commit hundreds of times)."""
     shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else \
-        tmp_path_factory.mktemp("mlflow-template")
+    folder = (
+        Path(tempfile.mkdtemp(dir=shm))
+        if shm.is_dir() and os.access(shm, os.W_OK)
+        else tmp_path_factory.mktemp("mlflow-template")
+    )
     path = folder / "mlflow.db"
     here = Path.cwd()
     os.chdir(folder)  # the store's Default experiment points its artifacts at ./mlruns: keep that out of the repo
@@ -51,16 +54,22 @@ def fast_isolated_tracking(migrated_mlflow_db, tmp_path, monkeypatch):
 
 
 def cand(label, uar, gender_acc, asr, eo, gflops) -> Candidate:
-    return Candidate(label, {"backbone": label}, {"performance": uar, "privacy": gender_acc, "safety": asr,
-                                                 "fairness": eo, "sustainability": gflops})
+    return Candidate(
+        label,
+        {"backbone": label},
+        {"performance": uar, "privacy": gender_acc, "safety": asr, "fairness": eo, "sustainability": gflops},
+    )
 
 
-ROWS = non_dominated([
-    cand("whisper_tiny", 0.60, 0.922, 0.789, 0.166, 2.3),
-    cand("whisper_small", 0.67, 0.974, 0.610, 0.166, 26.2),
-    cand("wavlm_base_plus", 0.68, 0.984, 0.579, 0.168, 33.2),
-    cand("apc", 0.55, 0.956, 0.882, 0.209, 2.5),
-], tuple(OBJECTIVES.values()))
+ROWS = non_dominated(
+    [
+        cand("whisper_tiny", 0.60, 0.922, 0.789, 0.166, 2.3),
+        cand("whisper_small", 0.67, 0.974, 0.610, 0.166, 26.2),
+        cand("wavlm_base_plus", 0.68, 0.984, 0.579, 0.168, 33.2),
+        cand("apc", 0.55, 0.956, 0.882, 0.209, 2.5),
+    ],
+    tuple(OBJECTIVES.values()),
+)
 
 
 def test_radar_axes_use_fixed_ranges_with_one_as_most_trustworthy():
@@ -97,7 +106,9 @@ def test_report_renders_table_4_rows_scenario_picks_and_existing_figures(tmp_pat
         assert image.shape[0] > 200 and image.shape[1] > 200
     assert sorted(p.name for p in files.images) == sorted(sources)
     markdown = files.markdown.read_text()
-    assert "| whisper_tiny | 60.0 | 92.2 | 78.9 | 16.6 | 2.3 |" in markdown and "![Pareto front](pareto.png)" in markdown
+    assert (
+        "| whisper_tiny | 60.0 | 92.2 | 78.9 | 16.6 | 2.3 |" in markdown and "![Pareto front](pareto.png)" in markdown
+    )
     assert files.recommendations["edge"].choice.label == "whisper_tiny"
 
 
@@ -119,8 +130,13 @@ def log_parent_run(backbone, metrics, dataset="emodb", weights="pretrained", wit
 
 
 def axis_metrics(uar, gender, asr, eo, gflops):
-    return {"test_uar_mean": uar, "privacy_gender_accuracy_mean": gender, "safety_fgsm_asr_mean": asr,
-            "fairness_equality_of_odds_mean": eo, "sustainability_gflops": gflops}
+    return {
+        "test_uar_mean": uar,
+        "privacy_gender_accuracy_mean": gender,
+        "safety_fgsm_asr_mean": asr,
+        "fairness_equality_of_odds_mean": eo,
+        "sustainability_gflops": gflops,
+    }
 
 
 def test_rows_from_mlflow_take_the_latest_parent_run_per_backbone_and_skip_fold_runs(tmp_path):
@@ -137,8 +153,9 @@ def test_rows_from_mlflow_take_the_latest_parent_run_per_backbone_and_skip_fold_
     tiny = next(r for r in rows if r.label == "whisper_tiny")
     assert tiny.mlflow_run_id == latest and tiny.values["performance"] == pytest.approx(0.61)
     assert math.isnan(next(r for r in rows if r.label == "apc").value("safety"))
-    out = CliRunner().invoke(main, ["report", "--experiment", "runs", "--dataset", "emodb", "--out",
-                                    str(tmp_path / "r")])
+    out = CliRunner().invoke(
+        main, ["report", "--experiment", "runs", "--dataset", "emodb", "--out", str(tmp_path / "r")]
+    )
     assert out.exit_code == 0, out.output
     page = (tmp_path / "r" / "report.html").read_text()
     assert "<td>whisper_tiny</td><td>61.0</td><td>92.0</td><td>79.0</td>" in page

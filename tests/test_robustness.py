@@ -15,8 +15,13 @@ from torch import nn
 
 from trustser.metrics import corruptions as C
 from trustser.metrics.corruptions import resolve
-from trustser.metrics.robustness import (NOT_EVALUATED, chance_reference, evaluate_corruptions, mean_flip_stat,
-                                         robustness_metrics)
+from trustser.metrics.robustness import (
+    NOT_EVALUATED,
+    chance_reference,
+    evaluate_corruptions,
+    mean_flip_stat,
+    robustness_metrics,
+)
 from trustser.metrics.verdicts import FLIP_SHARE_OF_CHANCE, fairness_verdicts
 
 SR = 16_000
@@ -35,7 +40,7 @@ class LoudnessClassifier(nn.Module):
 def clip_at(db: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.sin(2 * np.pi * 200 * np.arange(SR) / SR + rng.uniform(0, 6)) + 0.3 * rng.standard_normal(SR)
-    return (x / np.sqrt(np.mean(x ** 2)) * 10 ** (db / 20)).astype(np.float32)
+    return (x / np.sqrt(np.mean(x**2)) * 10 ** (db / 20)).astype(np.float32)
 
 
 LEVELS = [-35.0, -25.0, -15.0, -5.0] * 2  # two clips per class
@@ -45,8 +50,15 @@ SPEAKERS = ["s1"] * 4 + ["s2"] * 4  # clip i of s1 and clip i of s2 have the sam
 
 
 def run(names, **kwargs):
-    return evaluate_corruptions(LoudnessClassifier(), WAVES, LABELS, SPEAKERS, resolve(names),
-                                clip_ids=[f"c{i}" for i in range(len(WAVES))], **kwargs)
+    return evaluate_corruptions(
+        LoudnessClassifier(),
+        WAVES,
+        LABELS,
+        SPEAKERS,
+        resolve(names),
+        clip_ids=[f"c{i}" for i in range(len(WAVES))],
+        **kwargs,
+    )
 
 
 def test_flip_rate_and_uar_drop_of_a_hand_made_classifier():
@@ -81,7 +93,7 @@ def test_random_models_flip_one_minus_the_sum_of_squared_priors_and_the_verdicts
     assert chance.flip_rate == pytest.approx(0.75)  # 1 − 4 × (1/4)²
     assert 0.05 < chance.uar_drop_p95 < 0.4  # two random UARs on 40 clips differ by chance
     skewed = chance_reference(np.array([0] * 30 + [1] * 10), 4, n_sim=10)
-    assert skewed.flip_rate == pytest.approx(1 - 0.75 ** 2 - 0.25 ** 2)
+    assert skewed.flip_rate == pytest.approx(1 - 0.75**2 - 0.25**2)
 
     m = run(["gain_minus20db", "white_snr20"]).metrics(4, 200)
     assert m["robustness_white_snr20_flip_rate_random"] == pytest.approx(0.75)
@@ -106,8 +118,9 @@ def test_a_model_that_answers_at_random_fails_the_flip_rate_verdict():
 
 def test_babble_talkers_are_other_speakers_and_a_lone_speakers_clips_are_left_out():
     speakers = ["s1"] * 4 + ["s2"] * 3 + ["lonely?"] * 0 + ["s3"]
-    r = evaluate_corruptions(LoudnessClassifier(), WAVES, LABELS, speakers, resolve(["babble_snr10"]),
-                             clip_ids=[f"c{i}" for i in range(8)])
+    r = evaluate_corruptions(
+        LoudnessClassifier(), WAVES, LABELS, speakers, resolve(["babble_snr10"]), clip_ids=[f"c{i}" for i in range(8)]
+    )
     owner = dict(zip([f"c{i}" for i in range(8)], speakers))
     for i, chosen in enumerate(r.sources["babble_snr10"]):
         assert len(chosen) == 4 and all(owner[c] != speakers[i] for c in chosen)
@@ -139,20 +152,31 @@ def test_the_axis_ignores_clips_a_corruption_was_not_applied_to():
 def test_pooled_figures_take_the_pooled_suffix_and_keep_interval_and_verdict_names():
     y = np.array([0, 1, 2, 3] * 3)
     pred = np.stack([y, (y + 1) % 4], axis=1)
-    m = robustness_metrics(["white_snr10", "telephone"], y, y, pred, np.repeat(["a", "b", "c"], 4), 4, 100,
-                           pooled=True)
+    m = robustness_metrics(["white_snr10", "telephone"], y, y, pred, np.repeat(["a", "b", "c"], 4), 4, 100, pooled=True)
     assert m["robustness_white_snr10_flip_rate_pooled"] == 0.0 and m["robustness_telephone_flip_rate_pooled"] == 1.0
-    assert {"robustness_pooled", "robustness_ci_low", "robustness_telephone_uar_drop_ci_high",
-            "robustness_telephone_pass", "robustness_pass"} <= set(m)
+    assert {
+        "robustness_pooled",
+        "robustness_ci_low",
+        "robustness_telephone_uar_drop_ci_high",
+        "robustness_telephone_pass",
+        "robustness_pass",
+    } <= set(m)
     assert "robustness_telephone_flip_rate" not in m
 
 
 def test_fairness_gaps_pass_when_no_larger_than_the_random_models():
-    m = {"fairness_equality_of_odds": 0.20, "fairness_equality_of_odds_random_p95": 0.30,
-         "fairness_statistical_parity": 0.40, "fairness_statistical_parity_random_p95": 0.30}
+    m = {
+        "fairness_equality_of_odds": 0.20,
+        "fairness_equality_of_odds_random_p95": 0.30,
+        "fairness_statistical_parity": 0.40,
+        "fairness_statistical_parity_random_p95": 0.30,
+    }
     assert fairness_verdicts(m) == {"fairness_equality_of_odds_pass": 1.0, "fairness_statistical_parity_pass": 0.0}
-    assert math.isnan(fairness_verdicts({"fairness_equality_of_odds": float("nan"),
-                                         "fairness_equality_of_odds_random_p95": 0.3})["fairness_equality_of_odds_pass"])
+    assert math.isnan(
+        fairness_verdicts({"fairness_equality_of_odds": float("nan"), "fairness_equality_of_odds_random_p95": 0.3})[
+            "fairness_equality_of_odds_pass"
+        ]
+    )
 
 
 FIVE_KINDS = ("white_snr20", "pink_snr10", "babble_snr10", "telephone", "clipping_10pct")
@@ -162,11 +186,22 @@ def test_a_fold_run_logs_every_corruption_with_drop_flip_rate_intervals_verdicts
     from trustser.experiment import RunConfig, TrustConfig, run_experiment
     from trustser.training import TrainConfig
 
-    trust = TrustConfig(safety=False, probes=False, measure_cost=False, reference=False, bootstrap_resamples=50,
-                        corruptions=FIVE_KINDS)
-    result = run_experiment(RunConfig(backbone="whisper_tiny", dataset="emodb", data_root=str(fold1_emodb), folds="1",
-                                      random_init=True, train=TrainConfig(schedule="paper", epochs=1),
-                                      progress=False, trust=trust, log_model=False))
+    trust = TrustConfig(
+        safety=False, probes=False, measure_cost=False, reference=False, bootstrap_resamples=50, corruptions=FIVE_KINDS
+    )
+    result = run_experiment(
+        RunConfig(
+            backbone="whisper_tiny",
+            dataset="emodb",
+            data_root=str(fold1_emodb),
+            folds="1",
+            random_init=True,
+            train=TrainConfig(schedule="paper", epochs=1),
+            progress=False,
+            trust=trust,
+            log_model=False,
+        )
+    )
     client = mlflow.MlflowClient()
     fold = client.get_run(result.folds[0].run_id)
     metrics, params = fold.data.metrics, fold.data.params
@@ -190,13 +225,20 @@ def test_a_fold_run_logs_every_corruption_with_drop_flip_rate_intervals_verdicts
     assert set(frame["corruption"]) == set(FIVE_KINDS)
     babble = frame[frame["corruption"] == "babble_snr10"]
     owner = dict(zip(frame["clip_id"], frame["speaker"].astype(str)))
-    assert all(owner[s] != str(spk) for srcs, spk in zip(babble["babble_sources"], babble["speaker"])
-               for s in srcs.split())
+    assert all(
+        owner[s] != str(spk) for srcs, spk in zip(babble["babble_sources"], babble["speaker"]) for s in srcs.split()
+    )
 
     parent = client.get_run(result.parent_run_id).data.metrics
     assert parent["robustness_mean"] == pytest.approx(metrics["robustness"])
-    assert {"robustness_ci_low", "robustness_ci_high", "robustness_pooled", "robustness_pass",
-            "robustness_white_snr20_flip_rate_pooled", "fairness_equality_of_odds_pooled"} <= set(parent)
+    assert {
+        "robustness_ci_low",
+        "robustness_ci_high",
+        "robustness_pooled",
+        "robustness_pass",
+        "robustness_white_snr20_flip_rate_pooled",
+        "fairness_equality_of_odds_pooled",
+    } <= set(parent)
     profile = json.loads(open(client.download_artifacts(result.parent_run_id, "trust_profile.json")).read())
     assert list(profile["axes"])[-1] == "robustness"
     assert profile["axes"]["robustness"]["radar_score"] == pytest.approx(1 - parent["robustness_mean"])

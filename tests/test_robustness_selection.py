@@ -24,18 +24,28 @@ FIVE = {"performance": "high", "privacy": "low", "safety": "medium", "fairness":
 def cand(label, uar, gender_acc, asr, eo, gflops, flip_rate, **extra) -> Candidate:
     """A row as a study that did not optimise robustness gives it: the five axes as values, robustness in the
     run summary (``robustness_mean``), with its pooled interval."""
-    metrics = {"robustness_mean": flip_rate, "robustness_ci_low": flip_rate - 0.02,
-               "robustness_ci_high": flip_rate + 0.02, **extra}
-    return Candidate(label, {"backbone": label}, {"performance": uar, "privacy": gender_acc, "safety": asr,
-                                                 "fairness": eo, "sustainability": gflops}, metrics=metrics)
+    metrics = {
+        "robustness_mean": flip_rate,
+        "robustness_ci_low": flip_rate - 0.02,
+        "robustness_ci_high": flip_rate + 0.02,
+        **extra,
+    }
+    return Candidate(
+        label,
+        {"backbone": label},
+        {"performance": uar, "privacy": gender_acc, "safety": asr, "fairness": eo, "sustainability": gflops},
+        metrics=metrics,
+    )
 
 
 # Two configurations: "sharp" is better on performance (high) and fairness, "steady" on safety and robustness.
 #                performance  privacy  safety  fairness  sustainability  robustness (flip rate)
 #   sharp            1           1       0        1           1           0   (0.60)
 #   steady           0           0       1        0           0           1   (0.10)
-FRONT = [cand("sharp", 0.80, 0.90, 0.50, 0.10, 5.0, flip_rate=0.60),
-         cand("steady", 0.74, 0.95, 0.30, 0.20, 13.0, flip_rate=0.10)]
+FRONT = [
+    cand("sharp", 0.80, 0.90, 0.50, 0.10, 5.0, flip_rate=0.60),
+    cand("steady", 0.74, 0.95, 0.30, 0.20, 13.0, flip_rate=0.10),
+]
 
 
 def test_a_scenario_that_weighs_robustness_picks_the_configuration_whose_answers_survive_corruption():
@@ -70,10 +80,21 @@ def test_a_candidate_without_the_suite_leaves_robustness_out_of_the_score_and_sa
     assert any("not considered (not measured for every candidate): robustness" in r for r in rec.reasons)
 
 
-SPACE = {"name": "robust", "dataset": "emodb", "folds": "1", "random_init": True,
-         "search": {"backbone": ["whisper_tiny", "apc"]},
-         "objectives": {"performance": "maximize", "privacy": "minimize", "safety": "minimize",
-                        "fairness": "minimize", "sustainability": "minimize", "robustness": "minimize"}}
+SPACE = {
+    "name": "robust",
+    "dataset": "emodb",
+    "folds": "1",
+    "random_init": True,
+    "search": {"backbone": ["whisper_tiny", "apc"]},
+    "objectives": {
+        "performance": "maximize",
+        "privacy": "minimize",
+        "safety": "minimize",
+        "fairness": "minimize",
+        "sustainability": "minimize",
+        "robustness": "minimize",
+    },
+}
 
 
 def test_a_study_may_add_robustness_as_a_sixth_objective_when_its_runs_measure_it():
@@ -86,8 +107,13 @@ def test_a_study_may_add_robustness_as_a_sixth_objective_when_its_runs_measure_i
     assert ALL_OBJECTIVES["robustness"].key == "robustness_mean" and "robustness" not in OBJECTIVES
     assert space.run_config({"backbone": "apc"}).trust.corruptions == ("standard",)
     with pytest.raises(ConfigError, match="maximize"):
-        parse_space({**SPACE, "objectives": {**SPACE["objectives"], "robustness": "maximize"},
-                     "trust": {"corruptions": ["standard"]}})
+        parse_space(
+            {
+                **SPACE,
+                "objectives": {**SPACE["objectives"], "robustness": "maximize"},
+                "trust": {"corruptions": ["standard"]},
+            }
+        )
 
 
 def test_a_study_optimises_the_sixth_objective_and_its_front_carries_it(tmp_path, monkeypatch):
@@ -99,9 +125,14 @@ def test_a_study_optimises_the_sixth_objective_and_its_front_carries_it(tmp_path
 
     def runner(config):
         assert config.trust.corruptions == ("white_snr10", "telephone")
-        return {"test_uar_mean": 0.6, "privacy_gender_accuracy_mean": 0.9, "safety_fgsm_asr_mean": 0.4,
-                "fairness_equality_of_odds_mean": 0.1, "sustainability_gflops": 5.0,
-                "robustness_mean": flips[config.backbone]}
+        return {
+            "test_uar_mean": 0.6,
+            "privacy_gender_accuracy_mean": 0.9,
+            "safety_fgsm_asr_mean": 0.4,
+            "fairness_equality_of_odds_mean": 0.1,
+            "sustainability_gflops": 5.0,
+            "robustness_mean": flips[config.backbone],
+        }
 
     space = parse_space({**SPACE, "trust": {"corruptions": ["white_snr10", "telephone"]}})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -139,11 +170,35 @@ def test_an_unknown_corruption_is_a_one_line_error_naming_it():
 def test_the_report_shows_the_robustness_column_and_marks_each_row_pass_or_fail(tmp_path):
     from trustser.report import write_report
 
-    rows = [cand("sharp", 0.80, 0.90, 0.50, 0.10, 5.0, 0.60, fairness_equality_of_odds_pass=1.0, robustness_pass=0.0,
-                 robustness_white_snr10_pass=1.0, robustness_telephone_pass=0.0,
-                 robustness_telephone_flip_rate_pass=0.0),
-            cand("steady", 0.74, 0.95, 0.30, 0.20, 13.0, 0.10, fairness_equality_of_odds_pass=0.0,
-                 robustness_pass=1.0, robustness_white_snr10_pass=1.0, robustness_telephone_pass=1.0)]
+    rows = [
+        cand(
+            "sharp",
+            0.80,
+            0.90,
+            0.50,
+            0.10,
+            5.0,
+            0.60,
+            fairness_equality_of_odds_pass=1.0,
+            robustness_pass=0.0,
+            robustness_white_snr10_pass=1.0,
+            robustness_telephone_pass=0.0,
+            robustness_telephone_flip_rate_pass=0.0,
+        ),
+        cand(
+            "steady",
+            0.74,
+            0.95,
+            0.30,
+            0.20,
+            13.0,
+            0.10,
+            fairness_equality_of_odds_pass=0.0,
+            robustness_pass=1.0,
+            robustness_white_snr10_pass=1.0,
+            robustness_telephone_pass=1.0,
+        ),
+    ]
     files = write_report(rows, tmp_path / "report", scenarios=())
     text = files.markdown.read_text()
     assert "corruption flip rate %" in text and "verdicts vs random models" in text

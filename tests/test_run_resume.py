@@ -48,15 +48,34 @@ main(sys.argv[1:], prog_name="trustser")
 
 
 def trustser_run(data_root: Path) -> list[str]:
-    return [sys.executable, "-c", HOOK, "run", "--backbone", "whisper_tiny", "--random-init", "--data-root",
-            str(data_root), "--folds", "1,2", "--schedule", "paper", "--epochs", "1", "--no-safety", "--no-probes",
-            "--no-cost", "--bootstrap", "0", "--no-progress"]
+    return [
+        sys.executable,
+        "-c",
+        HOOK,
+        "run",
+        "--backbone",
+        "whisper_tiny",
+        "--random-init",
+        "--data-root",
+        str(data_root),
+        "--folds",
+        "1,2",
+        "--schedule",
+        "paper",
+        "--epochs",
+        "1",
+        "--no-safety",
+        "--no-probes",
+        "--no-cost",
+        "--bootstrap",
+        "0",
+        "--no-progress",
+    ]
 
 
 def start(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                start_new_session=True)
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
 
 
 def wait_for(marker: Path, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -124,8 +143,9 @@ def test_a_run_killed_during_fold_2_resumes_reusing_fold_1_and_leaves_one_finish
     assert finished[0][1] == old_fold1.info.run_id  # the reused run itself, now under the new parent
     assert [r.data.tags["fold"] for r in killed] == ["fold2"] and killed[0].info.run_id in before
     assert len(folds) == 3
-    children = client.search_runs([experiment.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{new.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{new.info.run_id}'"
+    )
     assert sorted(r.info.run_id for r in children) == sorted(run_id for _, run_id in finished)
     assert client.get_run(old_fold1.info.run_id).data.tags["trustser.reparented_from"] == dead.info.run_id
 
@@ -141,8 +161,11 @@ def test_a_run_killed_during_fold_2_resumes_reusing_fold_1_and_leaves_one_finish
     chosen = dict(finished)[new.data.params["model_fold"]]
     from safetensors.torch import load_file
 
-    deployed = load_file(mlflow.artifacts.download_artifacts(
-        f"runs:/{new.info.run_id}/model/artifacts/head.safetensors", dst_path=str(tmp_path / "deployed")))
+    deployed = load_file(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{new.info.run_id}/model/artifacts/head.safetensors", dst_path=str(tmp_path / "deployed")
+        )
+    )
     trained = load_file(client.download_artifacts(chosen, "resume/head.safetensors", str(tmp_path / "trained")))
     assert deployed.keys() == trained.keys() and all(np.array_equal(deployed[k], trained[k]) for k in deployed)
 
@@ -165,17 +188,25 @@ def test_a_run_of_a_live_or_remote_process_is_left_running_and_a_finished_config
     from trustser.study.space import config_hash
     from trustser.training import TrainConfig
 
-    config = RunConfig(backbone="whisper_tiny", dataset="emodb", data_root=str(fold1_emodb), folds="1",
-                       random_init=True, train=TrainConfig(schedule="paper", epochs=1), progress=False, log_model=False,
-                       trust=TrustConfig(safety=False, probes=False, measure_cost=False, bootstrap_resamples=0))
+    config = RunConfig(
+        backbone="whisper_tiny",
+        dataset="emodb",
+        data_root=str(fold1_emodb),
+        folds="1",
+        random_init=True,
+        train=TrainConfig(schedule="paper", epochs=1),
+        progress=False,
+        log_model=False,
+        trust=TrustConfig(safety=False, probes=False, measure_cost=False, bootstrap_resamples=0),
+    )
     first = run_experiment(config)
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(first.parent_run_id).info.experiment_id
-    base = {"trustser.config_hash": config_hash(config), "trustser.resumable": "true",
-            "trustser.kind": "experiment"}
+    base = {"trustser.config_hash": config_hash(config), "trustser.resumable": "true", "trustser.kind": "experiment"}
     live = client.create_run(experiment_id, tags={**base, **tracking.process_tags()}).info.run_id
-    remote = client.create_run(experiment_id, tags={**base, **tracking.process_tags(),
-                                                    tracking.HOST_TAG: "another-machine"}).info.run_id
+    remote = client.create_run(
+        experiment_id, tags={**base, **tracking.process_tags(), tracking.HOST_TAG: "another-machine"}
+    ).info.run_id
 
     second = run_experiment(config)
     assert second.parent_run_id != first.parent_run_id and second.summary["folds_reused"] == 0
@@ -199,9 +230,15 @@ def test_a_fold_logged_for_resuming_comes_back_exactly_fine_tuned_head_and_per_c
     torch.manual_seed(1)
     head = build_finetune_model(backbone, 1, len(EMOTIONS), 16)
     rng = np.random.default_rng(0)
-    outcomes = TestOutcomes(np.array(["03", "08", "03"], dtype=object), np.array(["male", None, "male"], dtype=object),
-                            np.array([0, 3, 1]), np.array([0, 2, 1]), rng.dirichlet(np.ones(4), 3),
-                            attack_speakers=np.array(["08"], dtype=object), attack_success=np.array([True]))
+    outcomes = TestOutcomes(
+        np.array(["03", "08", "03"], dtype=object),
+        np.array(["male", None, "male"], dtype=object),
+        np.array([0, 3, 1]),
+        np.array([0, 2, 1]),
+        rng.dirichlet(np.ones(4), 3),
+        attack_speakers=np.array(["08"], dtype=object),
+        attack_success=np.array([True]),
+    )
     train = TrainResult(head, 2, 0.5, [{"epoch": 1, "train_loss": 1.3, "val_uar": 0.4}], 6, "epochs")
     logged = FoldResult("fold3", None, {"test_uar": 0.75, "fairness_equality_of_odds": float("nan")}, train, outcomes)
     tracking.setup_tracking()

@@ -29,11 +29,15 @@ pytestmark = pytest.mark.scale
 def test_two_processes_extracting_the_same_corpus_at_once_leave_one_verified_entry_per_clip(mini_emodb, tmp_path):
     cache = Path(os.environ["TRUSTSER_CACHE"])
     go, outs = tmp_path / "go", [tmp_path / "a.json", tmp_path / "b.json"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-           "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+        "PYTHONWARNINGS": "ignore",
+    }
     code = "import sys, scale_runners; scale_runners.extract(*sys.argv[1:])"
-    processes = [subprocess.Popen([sys.executable, "-c", code, str(mini_emodb), str(go), str(out)], env=env)
-                 for out in outs]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(mini_emodb), str(go), str(out)], env=env) for out in outs
+    ]
     try:
         deadline = time.monotonic() + 180
         while not all(Path(f"{out}.ready").exists() for out in outs):  # both loaded: start them together
@@ -62,9 +66,17 @@ def test_two_processes_extracting_the_same_corpus_at_once_leave_one_verified_ent
 
 @pytest.mark.slow
 def test_a_truncated_and_a_bit_flipped_entry_are_detected_and_rebuilt_through_run_experiment(mini_emodb):
-    config = RunConfig(backbone="apc", dataset="emodb", data_root=str(mini_emodb), folds="1", random_init=True,
-                       max_seconds=1.0, train=TrainConfig(schedule="paper", epochs=1, batch_size=16), progress=False,
-                       trust=TrustConfig(safety=False, probes=False, measure_cost=False))
+    config = RunConfig(
+        backbone="apc",
+        dataset="emodb",
+        data_root=str(mini_emodb),
+        folds="1",
+        random_init=True,
+        max_seconds=1.0,
+        train=TrainConfig(schedule="paper", epochs=1, batch_size=16),
+        progress=False,
+        trust=TrustConfig(safety=False, probes=False, measure_cost=False),
+    )
     first = run_experiment(config)
     entries = sorted(Path(os.environ["TRUSTSER_CACHE"]).rglob("*.safetensors"))
     truncated, flipped = entries[0], entries[-1]

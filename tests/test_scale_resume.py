@@ -46,8 +46,11 @@ def kill_and_resume(tmp_path, mini_emodb, storage, tracking, experiment, sweep, 
     args = ["study", "--space", str(space), "--experiment", experiment, *FAST_HEARTBEAT, "--no-progress"]
     log, paused = tmp_path / "log", tmp_path / "paused"
     base = dict(SCALE_CALLS=str(tmp_path / "calls"))
-    first = sweep.start(args, worker_env(storage, tracking, "scale_runners:real", **base, SCALE_PAUSE_AT=pause_at,
-                                         SCALE_PAUSED=str(paused)), log)
+    first = sweep.start(
+        args,
+        worker_env(storage, tracking, "scale_runners:real", **base, SCALE_PAUSE_AT=pause_at, SCALE_PAUSED=str(paused)),
+        log,
+    )
     wait_for_file(paused, first, log)
     cache = Path(os.environ["TRUSTSER_CACHE"])
     before = entries(cache)
@@ -78,10 +81,21 @@ def check_killed_tree(client, runs: dict, killed_trial) -> list:
 
 
 def test_a_sweep_killed_mid_fold_resumes_to_one_finished_run_per_fold_and_configuration(
-        tmp_path, mini_emodb, optuna_storage, tracking_server, experiment_name, sweep):
+    tmp_path, mini_emodb, optuna_storage, tracking_server, experiment_name, sweep
+):
     search = {"backbone": ["apc"], "width": [32, 64]}
-    before, after, cache = kill_and_resume(tmp_path, mini_emodb, optuna_storage, tracking_server, experiment_name,
-                                           sweep, "mid-fold", search, "1,2", "fold:2")
+    before, after, cache = kill_and_resume(
+        tmp_path,
+        mini_emodb,
+        optuna_storage,
+        tracking_server,
+        experiment_name,
+        sweep,
+        "mid-fold",
+        search,
+        "1,2",
+        "fold:2",
+    )
     n_clips = len(list((mini_emodb / "wav").iterdir()))
     assert len(before) == n_clips and after == before  # extraction was done: nothing rewritten, nothing added
 
@@ -89,8 +103,16 @@ def test_a_sweep_killed_mid_fold_resumes_to_one_finished_run_per_fold_and_config
     client = mlflow.MlflowClient(tracking_uri=tracking_server)
     runs = runs_by_id(client, experiment_name)
     folds = [r for r in runs.values() if "fold" in r.data.tags]
-    finished = Counter((r.data.tags["backbone"], r.data.tags["dataset"], r.data.tags["fold"],
-                        trial_run_of(r, runs).data.tags["config_hash"]) for r in folds if r.info.status == "FINISHED")
+    finished = Counter(
+        (
+            r.data.tags["backbone"],
+            r.data.tags["dataset"],
+            r.data.tags["fold"],
+            trial_run_of(r, runs).data.tags["config_hash"],
+        )
+        for r in folds
+        if r.info.status == "FINISHED"
+    )
     assert set(finished.values()) == {1} and len(finished) == 2 * 2  # (configuration, fold) pairs
     assert {key[3] for key in finished} == {t.user_attrs["config_hash"] for t in complete}
 
@@ -104,17 +126,32 @@ def test_a_sweep_killed_mid_fold_resumes_to_one_finished_run_per_fold_and_config
     assert retry_experiment.info.status == "FINISHED" and retry_experiment.data.metrics["folds_reused"] == 1
     assert trial_run_of(retry_experiment, runs).data.tags["config_hash"] == killed.user_attrs["config_hash"]
 
-    experiments = [r for r in runs.values() if "fold" not in r.data.tags and r.data.tags.get("backbone")
-                   and r.info.status == "FINISHED"]
+    experiments = [
+        r
+        for r in runs.values()
+        if "fold" not in r.data.tags and r.data.tags.get("backbone") and r.info.status == "FINISHED"
+    ]
     assert len(experiments) == 2
-    assert all(r.data.metrics["features_computed"] == 0 and r.data.metrics["features_reused"] == n_clips
-               for r in experiments)
+    assert all(
+        r.data.metrics["features_computed"] == 0 and r.data.metrics["features_reused"] == n_clips for r in experiments
+    )
 
 
 def test_a_sweep_killed_mid_extraction_resumes_without_recomputing_the_cached_features(
-        tmp_path, mini_emodb, optuna_storage, tracking_server, experiment_name, sweep):
-    before, after, cache = kill_and_resume(tmp_path, mini_emodb, optuna_storage, tracking_server, experiment_name,
-                                           sweep, "mid-extraction", {"backbone": ["apc"]}, "1", "extract:5")
+    tmp_path, mini_emodb, optuna_storage, tracking_server, experiment_name, sweep
+):
+    before, after, cache = kill_and_resume(
+        tmp_path,
+        mini_emodb,
+        optuna_storage,
+        tracking_server,
+        experiment_name,
+        sweep,
+        "mid-extraction",
+        {"backbone": ["apc"]},
+        "1",
+        "extract:5",
+    )
     n_clips = len(list((mini_emodb / "wav").iterdir()))
     assert len(before) == 5
     assert {p: after[p] for p in before} == before  # same mtime and bytes: not recomputed, not rewritten

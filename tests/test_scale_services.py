@@ -37,7 +37,7 @@ def listening(port: int) -> set[str]:
                 if width == 8:
                     found.add(".".join(str(b) for b in raw[::-1]))
                 else:  # four little-endian 32-bit words
-                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                     found.add(str(ipaddress.IPv6Address(words)))
     return found
 
@@ -83,6 +83,10 @@ def test_stop_leaves_alone_a_process_that_reuses_a_recorded_pid(tmp_path):
 
 def test_the_package_builds_no_shell_command_lines():
     shell = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|subprocess\.(getoutput|getstatusoutput)\(")
-    offenders = [f"{path}:{n}" for path in Path(trustser.__file__).parent.rglob("*.py")
-                 for n, line in enumerate(path.read_text().splitlines(), 1) if shell.search(line)]
+    offenders = [
+        f"{path}:{n}"
+        for path in Path(trustser.__file__).parent.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if shell.search(line)
+    ]
     assert offenders == []

@@ -40,16 +40,28 @@ def key(params: dict) -> tuple:
 
 
 def study_args(space, experiment: str, workers: int, *extra: str) -> list[str]:
-    return ["study", "--space", str(space), "--experiment", experiment, "--workers", str(workers), *FAST_HEARTBEAT,
-            "--no-progress", *extra]
+    return [
+        "study",
+        "--space",
+        str(space),
+        "--experiment",
+        experiment,
+        "--workers",
+        str(workers),
+        *FAST_HEARTBEAT,
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_four_workers_evaluate_every_planned_configuration_exactly_once_and_log_it_to_the_server(
-        tmp_path, optuna_storage, tracking_server, experiment_name, sweep):
+    tmp_path, optuna_storage, tracking_server, experiment_name, sweep
+):
     space, log, record = write_space(tmp_path / "space.yaml", "four", GRID), tmp_path / "log", tmp_path / "calls"
-    env = worker_env(optuna_storage, tracking_server, "scale_runners:fake", SCALE_CALLS=str(record),
-                     SCALE_FAKE_SECONDS="0.5")
+    env = worker_env(
+        optuna_storage, tracking_server, "scale_runners:fake", SCALE_CALLS=str(record), SCALE_FAKE_SECONDS="0.5"
+    )
     assert sweep.run(study_args(space, experiment_name, 4), env, log) == 0, tail(log)
 
     planned = configurations(GRID)
@@ -76,11 +88,18 @@ def test_four_workers_evaluate_every_planned_configuration_exactly_once_and_log_
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_detected_by_its_heartbeat_and_its_configuration_retried(
-        tmp_path, optuna_storage, tracking_server, experiment_name, sweep):
+    tmp_path, optuna_storage, tracking_server, experiment_name, sweep
+):
     space, log, record = write_space(tmp_path / "space.yaml", "killed", SMALL), tmp_path / "log", tmp_path / "calls"
     hang = tmp_path / "hang"
-    env = worker_env(optuna_storage, tracking_server, "scale_runners:fake", SCALE_CALLS=str(record),
-                     SCALE_FAKE_SECONDS="0.5", SCALE_HANG=str(hang))
+    env = worker_env(
+        optuna_storage,
+        tracking_server,
+        "scale_runners:fake",
+        SCALE_CALLS=str(record),
+        SCALE_FAKE_SECONDS="0.5",
+        SCALE_HANG=str(hang),
+    )
     process = sweep.start(study_args(space, experiment_name, 2), env, log)
     killed_pid = int(wait_for_file(hang, process, log))
     os.kill(killed_pid, signal.SIGKILL)  # one worker dies mid-trial; the other goes on
@@ -136,13 +155,15 @@ def test_coordinators_starting_together_queue_each_configuration_once(optuna_sto
 
 @pytest.mark.slow
 def test_workers_sampling_the_same_configuration_evaluate_it_once_and_reuse_the_result(
-        tmp_path, optuna_storage, tracking_server, experiment_name, sweep):
+    tmp_path, optuna_storage, tracking_server, experiment_name, sweep
+):
     # both workers' random samplers have the same seed: they draw the same configurations at the same moments
     grid = {"backbone": ["whisper_tiny", "apc"]}
     space = write_space(tmp_path / "space.yaml", "repeats", grid, sampler={"kind": "random", "seed": 1})
     log, record = tmp_path / "log", tmp_path / "calls"
-    env = worker_env(optuna_storage, tracking_server, "scale_runners:fake", SCALE_CALLS=str(record),
-                     SCALE_FAKE_SECONDS="2")
+    env = worker_env(
+        optuna_storage, tracking_server, "scale_runners:fake", SCALE_CALLS=str(record), SCALE_FAKE_SECONDS="2"
+    )
     assert sweep.run(study_args(space, experiment_name, 2, "--n-trials", "4"), env, log) == 0, tail(log)
 
     evaluated = calls(record, "start")

@@ -20,8 +20,12 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "studies" / "scenarios"
 
 
 def cand(label, uar, gender_acc, asr, eo, gflops, **metrics) -> Candidate:
-    return Candidate(label, {"backbone": label}, {"performance": uar, "privacy": gender_acc, "safety": asr,
-                                                 "fairness": eo, "sustainability": gflops}, metrics=metrics)
+    return Candidate(
+        label,
+        {"backbone": label},
+        {"performance": uar, "privacy": gender_acc, "safety": asr, "fairness": eo, "sustainability": gflops},
+        metrics=metrics,
+    )
 
 
 # Three configurations whose min-max normalised values are 0, 0.5 or 1 on every axis (1 = best):
@@ -43,12 +47,27 @@ def without_limits(name: str):
 
 def test_shipped_scenarios_hold_the_priorities_of_table_5_and_the_papers_picks():
     table5 = {
-        "edge": {"performance": "medium", "safety": "low", "privacy": "low", "sustainability": "high",
-                 "fairness": "medium"},
-        "cloud": {"performance": "high", "safety": "medium", "privacy": "high", "sustainability": "low",
-                  "fairness": "high"},
-        "critical": {"performance": "high", "safety": "high", "privacy": "low", "sustainability": "low",
-                     "fairness": "medium"},
+        "edge": {
+            "performance": "medium",
+            "safety": "low",
+            "privacy": "low",
+            "sustainability": "high",
+            "fairness": "medium",
+        },
+        "cloud": {
+            "performance": "high",
+            "safety": "medium",
+            "privacy": "high",
+            "sustainability": "low",
+            "fairness": "high",
+        },
+        "critical": {
+            "performance": "high",
+            "safety": "high",
+            "privacy": "low",
+            "sustainability": "low",
+            "fairness": "medium",
+        },
     }
     picks = {"edge": "whisper_tiny", "cloud": "whisper_small", "critical": "wavlm_base_plus"}
     for name, priorities in table5.items():
@@ -103,8 +122,11 @@ def test_critical_picks_wavlm_and_says_which_priorities_decided():
 
 def test_the_answer_does_not_depend_on_the_order_of_the_rows():
     for name in ("edge", "cloud", "critical"):
-        answers = {(r.choice.label, r.runner_up and r.runner_up.label)
-                   for rows in itertools.permutations(HAND_MADE) for r in [recommend(list(rows), load_scenario(name))]}
+        answers = {
+            (r.choice.label, r.runner_up and r.runner_up.label)
+            for rows in itertools.permutations(HAND_MADE)
+            for r in [recommend(list(rows), load_scenario(name))]
+        }
         assert len(answers) == 1
 
 
@@ -128,9 +150,12 @@ def test_normalisation_is_min_max_direction_aware_and_constant_axes_score_one():
 # normalisation is scale-free) with ILLUSTRATIVE average UARs (Table 3 is not in our notes): with these the rule,
 # run on the Pareto front, returns the paper's three picks.
 TABLE4 = {
-    "apc": (0.55, 0.956, 0.882, 0.209, 2.5), "tera": (0.57, 0.957, 0.707, 0.205, 12.8),
-    "whisper_tiny": (0.60, 0.922, 0.789, 0.166, 2.3), "whisper_base": (0.63, 0.976, 0.732, 0.170, 6.0),
-    "whisper_small": (0.67, 0.974, 0.610, 0.166, 26.2), "wav2vec2_base": (0.63, 0.972, 0.539, 0.164, 41.7),
+    "apc": (0.55, 0.956, 0.882, 0.209, 2.5),
+    "tera": (0.57, 0.957, 0.707, 0.205, 12.8),
+    "whisper_tiny": (0.60, 0.922, 0.789, 0.166, 2.3),
+    "whisper_base": (0.63, 0.976, 0.732, 0.170, 6.0),
+    "whisper_small": (0.67, 0.974, 0.610, 0.166, 26.2),
+    "wav2vec2_base": (0.63, 0.972, 0.539, 0.164, 41.7),
     "wavlm_base_plus": (0.68, 0.984, 0.579, 0.168, 33.2),
 }
 
@@ -151,24 +176,43 @@ def write(tmp_path, raw, name="mine.yaml") -> Path:
 
 
 def test_a_users_scenario_file_is_accepted_by_path(tmp_path):
-    path = write(tmp_path, {"priorities": {"performance": "high", "privacy": "ignore", "safety": "ignore",
-                                           "fairness": "ignore", "sustainability": "ignore"}})
+    path = write(
+        tmp_path,
+        {
+            "priorities": {
+                "performance": "high",
+                "privacy": "ignore",
+                "safety": "ignore",
+                "fairness": "ignore",
+                "sustainability": "ignore",
+            }
+        },
+    )
     scenario = load_scenario(str(path))
     assert scenario.name == "mine"
     assert recommend(HAND_MADE, scenario).choice.label == "wavlm"  # only performance counts
 
 
-@pytest.mark.parametrize("raw, key, words", [
-    ({"priorities": {"speed": "high"}}, "priorities.speed", "unknown axis"),
-    ({"priorities": {"performance": "urgent"}}, "priorities.performance", "bad level 'urgent'"),
-    ({"priorities": {"performance": "high"}}, "priorities.privacy", "missing"),
-    ({"priorities": {a: "ignore" for a in OBJECTIVES}}, "priorities", "nothing to decide on"),
-    ({"priorities": {a: "low" for a in OBJECTIVES}, "limits": {"max_watts": 3}}, "limits.max_watts",
-     "unknown limit"),
-    ({"priorities": {a: "low" for a in OBJECTIVES}, "limits": {"max_gflops": "ten"}}, "limits.max_gflops",
-     "expected a number"),
-    ({"priorities": {a: "low" for a in OBJECTIVES}, "deadline": 3}, "deadline", "unknown key"),
-])
+@pytest.mark.parametrize(
+    "raw, key, words",
+    [
+        ({"priorities": {"speed": "high"}}, "priorities.speed", "unknown axis"),
+        ({"priorities": {"performance": "urgent"}}, "priorities.performance", "bad level 'urgent'"),
+        ({"priorities": {"performance": "high"}}, "priorities.privacy", "missing"),
+        ({"priorities": {a: "ignore" for a in OBJECTIVES}}, "priorities", "nothing to decide on"),
+        (
+            {"priorities": {a: "low" for a in OBJECTIVES}, "limits": {"max_watts": 3}},
+            "limits.max_watts",
+            "unknown limit",
+        ),
+        (
+            {"priorities": {a: "low" for a in OBJECTIVES}, "limits": {"max_gflops": "ten"}},
+            "limits.max_gflops",
+            "expected a number",
+        ),
+        ({"priorities": {a: "low" for a in OBJECTIVES}, "deadline": 3}, "deadline", "unknown key"),
+    ],
+)
 def test_a_bad_scenario_file_names_the_file_and_the_key(tmp_path, raw, key, words):
     with pytest.raises(ConfigError) as err:
         load_scenario(write(tmp_path, raw, "bad_scenario.yaml"))
@@ -185,8 +229,10 @@ def test_a_limit_on_an_unmeasured_metric_excludes_and_a_measured_one_filters(tmp
     scenario = load_scenario(write(tmp_path, raw))
     with pytest.raises(NoCandidateError, match="latency_ms not measured"):
         recommend(HAND_MADE, scenario)
-    timed = [cand("fast", 0.6, 0.9, 0.7, 0.2, 30.0, sustainability_latency_s=0.020),  # the summary has seconds
-             cand("slow", 0.7, 0.9, 0.7, 0.2, 3.0, sustainability_latency_s=0.080)]
+    timed = [
+        cand("fast", 0.6, 0.9, 0.7, 0.2, 30.0, sustainability_latency_s=0.020),  # the summary has seconds
+        cand("slow", 0.7, 0.9, 0.7, 0.2, 3.0, sustainability_latency_s=0.080),
+    ]
     rec = recommend(timed, scenario)
     assert rec.choice.label == "fast" and rec.runner_up is None
 
@@ -217,12 +263,23 @@ def test_cli_recommend_json_carries_the_indistinguishable_candidates_and_the_set
     rec = json.loads(out.output)
     assert rec["choice"] == "wavlm" and rec["indistinguishable_on"] == ["performance", "safety"]
     assert [t["label"] for t in rec["indistinguishable"]] == ["small"]
-    assert rec["indistinguishable"][0]["intervals"]["performance"] == \
-        {"value": 0.68, "ci_low": 0.64, "ci_high": 0.72, "interval": True}
-    assert rec["excluded"] == [{"label": "useless", "rule": "chance level",
-                                "why": "UAR 95 % interval [0.210, 0.290] does not clear chance 0.25"}]
+    assert rec["indistinguishable"][0]["intervals"]["performance"] == {
+        "value": 0.68,
+        "ci_low": 0.64,
+        "ci_high": 0.72,
+        "interval": True,
+    }
+    assert rec["excluded"] == [
+        {
+            "label": "useless",
+            "rule": "chance level",
+            "why": "UAR 95 % interval [0.210, 0.290] does not clear chance 0.25",
+        }
+    ]
     # a floor: only wavlm's interval [0.66, 0.74] clears 0.65 (small's and base's reach below it)
-    out = CliRunner().invoke(main, ["recommend", "--scenario", "critical", "--front", str(front), "--uar-floor", "0.65"])
+    out = CliRunner().invoke(
+        main, ["recommend", "--scenario", "critical", "--front", str(front), "--uar-floor", "0.65"]
+    )
     assert out.exit_code == 0, out.output
     assert out.output.startswith("critical: wavlm\n") and "does not clear the stated floor 0.65" in out.output
     only_useless = tmp_path / "useless.json"

@@ -11,9 +11,18 @@ NO_TRUST = TrustConfig(safety=False, probes=False, measure_cost=False, reference
 
 
 def test_seeds_log_the_spread_of_test_uar_and_keep_the_first_seeds_model(fold1_emodb):
-    config = RunConfig(backbone="whisper_tiny", dataset="emodb", data_root=str(fold1_emodb), folds="1",
-                       random_init=True, train=TrainConfig(schedule="paper", epochs=3), trust=NO_TRUST,
-                       progress=False, seeds=3, log_model=False)
+    config = RunConfig(
+        backbone="whisper_tiny",
+        dataset="emodb",
+        data_root=str(fold1_emodb),
+        folds="1",
+        random_init=True,
+        train=TrainConfig(schedule="paper", epochs=3),
+        trust=NO_TRUST,
+        progress=False,
+        seeds=3,
+        log_model=False,
+    )
     metrics = run_experiment(config).folds[0].metrics
     assert metrics["seeds"] == 3
     assert metrics["test_uar_seed_min"] <= metrics["test_uar"] <= metrics["test_uar_seed_max"]

@@ -8,11 +8,21 @@ import pytest
 from trustser.study.pareto import Candidate, front_to_csv, set_aside_chance_level
 from trustser.study.scenarios import SHIPPED, NoCandidateError, load_scenario, parse_scenario, recommend
 from trustser.study.space import OBJECTIVES
-from trustser.study.uncertainty_rules import (CHANCE_UAR, chance_level, has_interval, indistinguishable, interval,
-                                              overlaps)
+from trustser.study.uncertainty_rules import (
+    CHANCE_UAR,
+    chance_level,
+    has_interval,
+    indistinguishable,
+    interval,
+    overlaps,
+)
 
-BASE = {"performance": "test_uar", "privacy": "privacy_gender_accuracy", "safety": "safety_fgsm_asr",
-        "fairness": "fairness_equality_of_odds"}
+BASE = {
+    "performance": "test_uar",
+    "privacy": "privacy_gender_accuracy",
+    "safety": "safety_fgsm_asr",
+    "fairness": "fairness_equality_of_odds",
+}
 
 
 def cand(label, uar, gender_acc, asr, eo, gflops, **intervals) -> Candidate:
@@ -20,8 +30,12 @@ def cand(label, uar, gender_acc, asr, eo, gflops, **intervals) -> Candidate:
     metrics = {}
     for axis, (low, high) in intervals.items():
         metrics[f"{BASE[axis]}_ci_low"], metrics[f"{BASE[axis]}_ci_high"] = low, high
-    return Candidate(label, {"backbone": label}, {"performance": uar, "privacy": gender_acc, "safety": asr,
-                                                 "fairness": eo, "sustainability": gflops}, metrics=metrics)
+    return Candidate(
+        label,
+        {"backbone": label},
+        {"performance": uar, "privacy": gender_acc, "safety": asr, "fairness": eo, "sustainability": gflops},
+        metrics=metrics,
+    )
 
 
 # Useful models (as in test_scenarios.HAND_MADE) and one that learned nothing: at chance its predictions ignore the
@@ -53,14 +67,16 @@ def test_chance_rule_judges_the_interval_and_without_one_the_point_with_a_margin
     assert chance_level(cand("old", 0.30, 0.9, 0.5, 0.1, 2.0)) is None
     # a stated floor: the point, then the interval, must clear it; a floor below chance changes nothing
     assert chance_level(USEFUL[0], floor=0.62) == "UAR 0.600 is not above the stated floor 0.62"
-    assert chance_level(USEFUL[1], floor=0.62) == \
-        "UAR 95 % interval [0.610, 0.690] does not clear the stated floor 0.62"
+    assert (
+        chance_level(USEFUL[1], floor=0.62) == "UAR 95 % interval [0.610, 0.690] does not clear the stated floor 0.62"
+    )
     assert chance_level(USEFUL[2], floor=0.62) is None and chance_level(USELESS, floor=0.1) is not None
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_chance_level_model_that_would_win_every_shipped_scenario_never_wins_and_is_listed_as_excluded(
-        name, monkeypatch):
+    name, monkeypatch
+):
     scenario = load_scenario(name)
     front = [*USEFUL, USELESS]
     with monkeypatch.context() as m:  # without the chance rule it would win: best on every axis but UAR
@@ -83,8 +99,11 @@ def test_a_chance_level_row_without_an_interval_is_set_aside_by_its_point_estima
 
 def test_a_study_where_nothing_learned_says_so_instead_of_picking():
     front = [USELESS, cand("also", 0.26, 0.6, 0.1, 0.05, 2.0)]
-    with pytest.raises(NoCandidateError, match=r"no candidate is above chance 0\.25: the study's models learned "
-                                                r"nothing usable.*useless: UAR 95 % interval.*also: UAR 0\.260"):
+    with pytest.raises(
+        NoCandidateError,
+        match=r"no candidate is above chance 0\.25: the study's models learned "
+        r"nothing usable.*useless: UAR 95 % interval.*also: UAR 0\.260",
+    ):
         recommend(front, load_scenario("cloud"))
     with pytest.raises(NoCandidateError, match="no candidate clears the UAR floor 0.8 .tiny: UAR 0.600 is not above"):
         recommend(USEFUL, load_scenario("cloud"), uar_floor=0.8)
@@ -118,14 +137,54 @@ def test_the_front_is_recomputed_without_chance_level_rows_which_stay_flagged():
 #   tiny     .60 [.57,.63]    .92 [.90,.94]     .80 [.76,.84]     .10 [.08,.12]      2   privacy (low) only
 # scores (weights 3,1,3,2,1 over min-max normalised axes): wavlm .650, small .635, base .491, tiny .360
 TIES = [
-    cand("wavlm", .70, .95, .60, .20, 16.0, performance=(.66, .74), privacy=(.93, .97), safety=(.55, .65),
-         fairness=(.15, .25)),
-    cand("small", .68, .90, .63, .18, 30.0, performance=(.64, .72), privacy=(.88, .92), safety=(.58, .68),
-         fairness=(.13, .23)),
-    cand("base", .69, .93, .75, .19, 6.0, performance=(.65, .73), privacy=(.91, .95), safety=(.71, .79),
-         fairness=(.14, .24)),
-    cand("tiny", .60, .92, .80, .10, 2.0, performance=(.57, .63), privacy=(.90, .94), safety=(.76, .84),
-         fairness=(.08, .12)),
+    cand(
+        "wavlm",
+        0.70,
+        0.95,
+        0.60,
+        0.20,
+        16.0,
+        performance=(0.66, 0.74),
+        privacy=(0.93, 0.97),
+        safety=(0.55, 0.65),
+        fairness=(0.15, 0.25),
+    ),
+    cand(
+        "small",
+        0.68,
+        0.90,
+        0.63,
+        0.18,
+        30.0,
+        performance=(0.64, 0.72),
+        privacy=(0.88, 0.92),
+        safety=(0.58, 0.68),
+        fairness=(0.13, 0.23),
+    ),
+    cand(
+        "base",
+        0.69,
+        0.93,
+        0.75,
+        0.19,
+        6.0,
+        performance=(0.65, 0.73),
+        privacy=(0.91, 0.95),
+        safety=(0.71, 0.79),
+        fairness=(0.14, 0.24),
+    ),
+    cand(
+        "tiny",
+        0.60,
+        0.92,
+        0.80,
+        0.10,
+        2.0,
+        performance=(0.57, 0.63),
+        privacy=(0.90, 0.94),
+        safety=(0.76, 0.84),
+        fairness=(0.08, 0.12),
+    ),
 ]
 
 
@@ -142,20 +201,35 @@ def test_recommend_names_the_candidates_tied_on_the_high_priority_axes_but_not_t
     assert (rec.choice.label, rec.runner_up.label) == ("wavlm", "small")
     assert rec.decisive_axes == ("performance", "safety")
     assert rec.indistinguishable == ("small",)  # base differs on safety; tiny overlaps on privacy (low) only
-    assert ("statistically indistinguishable from the pick on performance (high), safety (high) (95 % intervals "
-            "overlap on each): small — treat as a tie") in rec.reasons
+    assert (
+        "statistically indistinguishable from the pick on performance (high), safety (high) (95 % intervals "
+        "overlap on each): small — treat as a tie"
+    ) in rec.reasons
     data = rec.to_dict()
     assert [t["label"] for t in data["indistinguishable"]] == ["small"]
-    assert data["indistinguishable"][0]["intervals"]["safety"] == \
-        {"value": 0.63, "ci_low": 0.58, "ci_high": 0.68, "interval": True}
+    assert data["indistinguishable"][0]["intervals"]["safety"] == {
+        "value": 0.63,
+        "ci_low": 0.58,
+        "ci_high": 0.68,
+        "interval": True,
+    }
     assert data["indistinguishable_on"] == ["performance", "safety"]
     assert data["choice_intervals"]["performance"]["ci_low"] == 0.66
 
 
 def test_without_a_high_priority_axis_the_highest_level_present_decides():
-    scenario = parse_scenario({"name": "calm", "priorities": {"performance": "medium", "privacy": "low",
-                                                             "safety": "medium", "fairness": "low",
-                                                             "sustainability": "ignore"}})
+    scenario = parse_scenario(
+        {
+            "name": "calm",
+            "priorities": {
+                "performance": "medium",
+                "privacy": "low",
+                "safety": "medium",
+                "fairness": "low",
+                "sustainability": "ignore",
+            },
+        }
+    )
     assert scenario.decisive_axes() == ["performance", "safety"]
     assert recommend(TIES, scenario).decisive_axes == ("performance", "safety")
     assert load_scenario("cloud").decisive_axes() == ["performance", "privacy", "fairness"]
@@ -163,20 +237,30 @@ def test_without_a_high_priority_axis_the_highest_level_present_decides():
 
 def test_counted_gflops_tie_only_when_equal():
     # edge: sustainability is the one high axis; head width does not change the counted GFLOPs
-    rows = [cand("tiny w=128", .60, .92, .80, .10, 2.0, performance=(.57, .63)),
-            cand("tiny w=256", .61, .92, .80, .10, 2.0, performance=(.58, .64)),
-            cand("base", .66, .92, .70, .10, 6.0, performance=(.62, .70))]
+    rows = [
+        cand("tiny w=128", 0.60, 0.92, 0.80, 0.10, 2.0, performance=(0.57, 0.63)),
+        cand("tiny w=256", 0.61, 0.92, 0.80, 0.10, 2.0, performance=(0.58, 0.64)),
+        cand("base", 0.66, 0.92, 0.70, 0.10, 6.0, performance=(0.62, 0.70)),
+    ]
     rec = recommend(rows, load_scenario("edge"))
     assert rec.choice.label == "tiny w=256" and rec.indistinguishable == ("tiny w=128",)
     assert any("sustainability is counted, not sampled: only equal values tie" in r for r in rec.reasons)
 
 
 def test_rows_without_interval_keys_still_work_and_compare_point_values():
-    rows = [cand("a", .60, .92, .70, .10, 2.0), cand("b", .60, .92, .70, .10, 2.0), cand("c", .65, .92, .60, .1, 9.)]
+    rows = [
+        cand("a", 0.60, 0.92, 0.70, 0.10, 2.0),
+        cand("b", 0.60, 0.92, 0.70, 0.10, 2.0),
+        cand("c", 0.65, 0.92, 0.60, 0.1, 9.0),
+    ]
     rec = recommend(rows, load_scenario("critical"))
     assert rec.choice.label == "c" and rec.indistinguishable == ()
     tie_line = next(r for r in rec.reasons if "indistinguishable" in r)
     assert "no interval logged for c (performance, safety), a (performance, safety)" in tie_line
-    assert rec.to_dict()["choice_intervals"]["performance"] == \
-        {"value": 0.65, "ci_low": 0.65, "ci_high": 0.65, "interval": False}
+    assert rec.to_dict()["choice_intervals"]["performance"] == {
+        "value": 0.65,
+        "ci_low": 0.65,
+        "ci_high": 0.65,
+        "interval": False,
+    }
     assert recommend(rows[:2], load_scenario("critical")).indistinguishable == ("b",)  # equal points tie

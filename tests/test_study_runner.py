@@ -59,8 +59,11 @@ def migrated_mlflow_db(tmp_path_factory) -> Iterator[Path]:
     """An empty MLflow store with its tables created, built once (in memory-backed /dev/shm where there is one:
     the migrations commit hundreds of times)."""
     shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else \
-        tmp_path_factory.mktemp("mlflow-template")
+    folder = (
+        Path(tempfile.mkdtemp(dir=shm))
+        if shm.is_dir() and os.access(shm, os.W_OK)
+        else tmp_path_factory.mktemp("mlflow-template")
+    )
     path = folder / "mlflow.db"
     here = Path.cwd()
     os.chdir(folder)  # the store's Default experiment points its artifacts at ./mlruns: keep that out of the repo
@@ -134,8 +137,12 @@ def test_repeated_configurations_reuse_the_stored_result_instead_of_retraining(q
 
 
 def test_another_study_in_the_same_storage_reuses_configurations_already_computed(quick, storage):
-    run_study(quick.with_overrides(search={"backbone": ["apc", "whisper_tiny"], "unfreeze_top": [0]}),
-              storage=storage, study_name="first", runner=FakeRunner())
+    run_study(
+        quick.with_overrides(search={"backbone": ["apc", "whisper_tiny"], "unfreeze_top": [0]}),
+        storage=storage,
+        study_name="first",
+        runner=FakeRunner(),
+    )
     fake = FakeRunner()
     result = run_study(quick, storage=storage, study_name="second", runner=fake)
     assert ("apc", 0) not in fake.calls and ("whisper_tiny", 0) not in fake.calls and len(fake.calls) == 4
@@ -282,20 +289,25 @@ def test_default_storage_is_an_optuna_db_in_the_working_directory(quick, tmp_pat
 @pytest.mark.slow
 def test_real_runner_on_tiny_emodb_fills_the_five_objectives(mini_emodb, storage):
     space = load_space(SPACES / "six.yaml").with_overrides(
-        data_root=str(mini_emodb), search={"backbone": ["whisper_tiny", "apc"], "unfreeze_top": [0]},
-        train={"epochs": 1, "schedule": "paper"})  # the pipeline, not convergence, is under test: one epoch
+        data_root=str(mini_emodb),
+        search={"backbone": ["whisper_tiny", "apc"], "unfreeze_top": [0]},
+        train={"epochs": 1, "schedule": "paper"},
+    )  # the pipeline, not convergence, is under test: one epoch
     result = run_study(space, storage=storage)
     study = optuna.load_study(study_name="quick", storage=storage)
-    failures = [f"trial {t.number}: {t.user_attrs.get('error', '')}"
-                for t in study.get_trials(states=(TrialState.FAIL,))]
+    failures = [
+        f"trial {t.number}: {t.user_attrs.get('error', '')}" for t in study.get_trials(states=(TrialState.FAIL,))
+    ]
     assert not failures, "\n".join(failures)  # an ObjectiveMissingError here: run_experiment lost an objective key
     assert result.evaluated == 2 and len(result.front) >= 1
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         assert all(trial.user_attrs["summary"].get(key) is not None for key in KEYS), trial.user_attrs["summary"]
     client = mlflow.MlflowClient()
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
-        nested = client.search_runs([client.get_run(trial.user_attrs["mlflow_run_id"]).info.experiment_id],
-                                    filter_string=f"tags.mlflow.parentRunId = '{trial.user_attrs['mlflow_run_id']}'")
+        nested = client.search_runs(
+            [client.get_run(trial.user_attrs["mlflow_run_id"]).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{trial.user_attrs['mlflow_run_id']}'",
+        )
         assert [r.data.tags["backbone"] for r in nested] == [trial.params["backbone"]]  # run_experiment nested
 
 

@@ -21,8 +21,11 @@ def write(tmp_path: Path, data, name: str = "space.yaml") -> Path:
 
 
 def minimal(**changes):
-    raw = {"dataset": "emodb", "search": {"backbone": ["apc", "whisper_tiny"]},
-           "objectives": {"performance": "maximize", "sustainability": "minimize"}}
+    raw = {
+        "dataset": "emodb",
+        "search": {"backbone": ["apc", "whisper_tiny"]},
+        "objectives": {"performance": "maximize", "sustainability": "minimize"},
+    }
     raw.update(changes)
     return raw
 
@@ -73,29 +76,32 @@ def test_all_excludes_the_english_only_whisper_unless_listed(tmp_path):
     assert listed.choices["backbone"] == ("whisper_tiny_en",)
 
 
-@pytest.mark.parametrize("change, key, words", [
-    ({"search": {"backbone": ["apc", "hubert"]}}, "search.backbone", "unknown backbone 'hubert'"),
-    ({"search": {"backbone": []}}, "search.backbone", "empty choice list"),
-    ({"search": {"backbone": ["apc"], "width": []}}, "search.width", "empty choice list"),
-    ({"search": {"backbone": ["apc"], "pooling": ["mean"]}}, "search.pooling", "unknown pooling 'mean'"),
-    ({"search": {"backbone": ["apc"], "dropout": [0.1]}}, "search.dropout", "unknown dimension"),
-    ({"search": {"backbone": ["apc"], "unfreeze_top": ["one"]}}, "search.unfreeze_top", "expected int"),
-    ({"search": {"width": [64]}}, "search.backbone", "missing"),
-    ({"objectives": {"accuracy": "maximize"}}, "objectives.accuracy", "unknown objective 'accuracy'"),
-    ({"objectives": {"privacy": "lower"}}, "objectives.privacy", "bad direction 'lower'"),
-    ({"objectives": {"privacy": "maximize"}}, "objectives.privacy", "lower-is-better"),
-    ({"serach": {}}, "serach", "unknown key"),
-    ({"dataset": "librispeech"}, "dataset", "unknown dataset 'librispeech'"),
-    ({"dataset": None}, "dataset", "missing"),
-    ({"train": {"epochs": 2, "momentum": 0.9}}, "train.momentum", "unknown training setting"),
-    ({"train": {"epochs": 0}}, "train.epochs", "must be >= 1"),
-    ({"search": {"backbone": ["apc"], "lr": [1e-3]}, "train": {"lr": 5e-4}}, "train.lr", "also a search dimension"),
-    ({"sampler": {"kind": "tpe"}}, "sampler.kind", "unknown sampler 'tpe'"),
-    ({"trust": {"attack_budget": 3}}, "trust.attack_budget", "unknown trust setting"),
-    ({"trust": {"sweep_snrs": 45}}, "trust.sweep_snrs", "expected a list"),
-    ({"trust": {"measure_cost": "no"}}, "trust.measure_cost", "expected true or false"),
-    ({"random_init": "yes"}, "random_init", "expected true or false"),
-])
+@pytest.mark.parametrize(
+    "change, key, words",
+    [
+        ({"search": {"backbone": ["apc", "hubert"]}}, "search.backbone", "unknown backbone 'hubert'"),
+        ({"search": {"backbone": []}}, "search.backbone", "empty choice list"),
+        ({"search": {"backbone": ["apc"], "width": []}}, "search.width", "empty choice list"),
+        ({"search": {"backbone": ["apc"], "pooling": ["mean"]}}, "search.pooling", "unknown pooling 'mean'"),
+        ({"search": {"backbone": ["apc"], "dropout": [0.1]}}, "search.dropout", "unknown dimension"),
+        ({"search": {"backbone": ["apc"], "unfreeze_top": ["one"]}}, "search.unfreeze_top", "expected int"),
+        ({"search": {"width": [64]}}, "search.backbone", "missing"),
+        ({"objectives": {"accuracy": "maximize"}}, "objectives.accuracy", "unknown objective 'accuracy'"),
+        ({"objectives": {"privacy": "lower"}}, "objectives.privacy", "bad direction 'lower'"),
+        ({"objectives": {"privacy": "maximize"}}, "objectives.privacy", "lower-is-better"),
+        ({"serach": {}}, "serach", "unknown key"),
+        ({"dataset": "librispeech"}, "dataset", "unknown dataset 'librispeech'"),
+        ({"dataset": None}, "dataset", "missing"),
+        ({"train": {"epochs": 2, "momentum": 0.9}}, "train.momentum", "unknown training setting"),
+        ({"train": {"epochs": 0}}, "train.epochs", "must be >= 1"),
+        ({"search": {"backbone": ["apc"], "lr": [1e-3]}, "train": {"lr": 5e-4}}, "train.lr", "also a search dimension"),
+        ({"sampler": {"kind": "tpe"}}, "sampler.kind", "unknown sampler 'tpe'"),
+        ({"trust": {"attack_budget": 3}}, "trust.attack_budget", "unknown trust setting"),
+        ({"trust": {"sweep_snrs": 45}}, "trust.sweep_snrs", "expected a list"),
+        ({"trust": {"measure_cost": "no"}}, "trust.measure_cost", "expected true or false"),
+        ({"random_init": "yes"}, "random_init", "expected true or false"),
+    ],
+)
 def test_a_bad_space_file_names_the_file_and_the_bad_key(tmp_path, change, key, words):
     path = write(tmp_path, minimal(**change), "bad_space.yaml")
     with pytest.raises(ConfigError) as err:
@@ -114,8 +120,13 @@ def test_broken_yaml_and_missing_files_are_config_errors(tmp_path):
 
 
 def test_british_spelling_and_yaml_1_1_exponents_are_accepted(tmp_path):
-    space = load_space(write(tmp_path, "dataset: emodb\nsearch:\n  backbone: [apc]\n  lr: [5e-4, 1e-3]\n"
-                                       "objectives:\n  performance: maximise\n  privacy: minimise\n"))
+    space = load_space(
+        write(
+            tmp_path,
+            "dataset: emodb\nsearch:\n  backbone: [apc]\n  lr: [5e-4, 1e-3]\n"
+            "objectives:\n  performance: maximise\n  privacy: minimise\n",
+        )
+    )
     assert space.choices["lr"] == (5e-4, 1e-3)  # PyYAML reads 5e-4 as a string; the space reads it as a float
     assert [o.direction for o in space.objectives] == ["maximize", "minimize"]
 
@@ -134,8 +145,9 @@ def test_space_is_frozen_and_the_grid_is_every_combination_once_in_a_seeded_orde
 
 def test_run_config_takes_fixed_settings_then_the_trial_choices():
     space = load_space(STUDIES / "default.yaml")
-    config = space.run_config({"backbone": "tera", "unfreeze_top": 1, "width": 64, "lr": 1e-3, "pooling": "last"},
-                              experiment="exp")
+    config = space.run_config(
+        {"backbone": "tera", "unfreeze_top": 1, "width": 64, "lr": 1e-3, "pooling": "last"}, experiment="exp"
+    )
     assert (config.backbone, config.dataset, config.folds, config.unfreeze_top) == ("tera", "emodb", "all", 1)
     assert (config.train.width, config.train.lr, config.train.pooling) == (64, 1e-3, "last")
     assert (config.train.epochs, config.train.batch_size, config.train.seed) == (30, 64, 0)

@@ -39,20 +39,37 @@ def test_under_mlflow_run_the_project_run_is_the_parent_and_conflicting_params_a
     tracking.setup_tracking("project")
     client = mlflow.MlflowClient()
     project = client.create_run(client.get_experiment_by_name("project").experiment_id)
-    for key, value in {"backbone": "apc", "dataset": "emodb", "folds": "1", "random_init": "true",
-                       "weights": "", "epochs": "1"}.items():  # what `mlflow run -P ...` logs, as strings
+    for key, value in {
+        "backbone": "apc",
+        "dataset": "emodb",
+        "folds": "1",
+        "random_init": "true",
+        "weights": "",
+        "epochs": "1",
+    }.items():  # what `mlflow run -P ...` logs, as strings
         client.log_param(project.info.run_id, key, value)
     monkeypatch.setenv("MLFLOW_RUN_ID", project.info.run_id)
 
-    result = run_experiment(RunConfig(backbone="apc", dataset="emodb", data_root=str(mini_emodb), folds="1",
-                                      random_init=True, max_seconds=1.0, train=TrainConfig(schedule="paper", epochs=1), progress=False,
-                                      trust=TrustConfig(safety=False, probes=False, measure_cost=False)))
+    result = run_experiment(
+        RunConfig(
+            backbone="apc",
+            dataset="emodb",
+            data_root=str(mini_emodb),
+            folds="1",
+            random_init=True,
+            max_seconds=1.0,
+            train=TrainConfig(schedule="paper", epochs=1),
+            progress=False,
+            trust=TrustConfig(safety=False, probes=False, measure_cost=False),
+        )
+    )
     assert result.parent_run_id == project.info.run_id
     params = client.get_run(project.info.run_id).data.params
     assert params["backbone"] == "apc" and params["weights"] == ""  # mlflow run's values are kept
     assert params["resolved.weights"] == "random" and params["resolved.random_init"] == "True"
     assert "resolved.backbone" not in params  # equal values are not duplicated
-    folds = client.search_runs([project.info.experiment_id],
-                               filter_string=f"tags.mlflow.parentRunId = '{project.info.run_id}'")
+    folds = client.search_runs(
+        [project.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{project.info.run_id}'"
+    )
     assert [r.data.tags["fold"] for r in folds] == ["fold1"]
     assert "test_uar_mean" in client.get_run(project.info.run_id).data.metrics

@@ -90,8 +90,7 @@ def test_a_standardised_head_equals_the_plain_head_on_standardised_features():
         plain.load_state_dict(head.state_dict())
         head.set_standardization(stats.mean, stats.std)
         standardised = [(c - stats.mean[:, None]) / stats.std[:, None] for c in clips]
-        torch.testing.assert_close(head.forward_clips(clips), plain.forward_clips(standardised), rtol=1e-4,
-                                   atol=1e-5)
+        torch.testing.assert_close(head.forward_clips(clips), plain.forward_clips(standardised), rtol=1e-4, atol=1e-5)
         # and the padded-batch path agrees with the per-clip path
         batch = torch.zeros(3, 3, 7, 8)
         mask = torch.zeros(3, 7, dtype=torch.bool)

@@ -56,13 +56,19 @@ class StandInHub:
                 resolve = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)
                 if listing and listing["repo"] in hub.repos:
                     files = hub.repos[listing["repo"]]
-                    data = json.dumps({"id": listing["repo"], "sha": COMMIT,
-                                       "siblings": [{"rfilename": name} for name in sorted(files)]}).encode()
+                    data = json.dumps(
+                        {
+                            "id": listing["repo"],
+                            "sha": COMMIT,
+                            "siblings": [{"rfilename": name} for name in sorted(files)],
+                        }
+                    ).encode()
                     self.send(200, data, {"Content-Type": "application/json"}, body)
                 elif resolve and resolve["file"] in hub.repos.get(resolve["repo"], {}):
                     data = hub.repos[resolve["repo"]][resolve["file"]]
-                    self.send(200, data, {"X-Repo-Commit": COMMIT,
-                                          "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, body)
+                    self.send(
+                        200, data, {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}, body
+                    )
                 else:
                     code = "EntryNotFound" if resolve and resolve["repo"] in hub.repos else "RepoNotFound"
                     self.send(404, b"not found", {"X-Error-Code": code}, body)
@@ -135,10 +141,24 @@ def tiny_whisper(tmp_path_factory):
     from transformers import WhisperConfig, WhisperModel
 
     torch.manual_seed(0)
-    config = WhisperConfig(vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                           max_target_positions=32, pad_token_id=1, bos_token_id=2, eos_token_id=2,
-                           decoder_start_token_id=3, suppress_tokens=[], begin_suppress_tokens=[])
+    config = WhisperConfig(
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_target_positions=32,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=2,
+        decoder_start_token_id=3,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+    )
     model = WhisperModel(config).eval()
     directory = tmp_path_factory.mktemp("tiny-whisper")
     model.save_pretrained(directory)
@@ -150,8 +170,9 @@ def snapshot_files(path: Path) -> set[str]:
     return {p.name for p in path.iterdir()}
 
 
-def test_nothing_local_downloads_the_published_repo_into_the_hf_cache_then_the_cache_serves_it(hub, online,
-                                                                                                 tiny_whisper, monkeypatch):
+def test_nothing_local_downloads_the_published_repo_into_the_hf_cache_then_the_cache_serves_it(
+    hub, online, tiny_whisper, monkeypatch
+):
     directory, conv1 = tiny_whisper
     hub.add_repo("openai/whisper-tiny", directory)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -186,8 +207,9 @@ def test_a_repo_without_safetensors_gives_pytorch_model_bin(hub, online, tiny_wh
 
 
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE=1", "offline=True"])
-def test_offline_with_nothing_cached_is_one_line_naming_repo_caches_and_switch(hub, online, monkeypatch, how,
-                                                                                tiny_whisper):
+def test_offline_with_nothing_cached_is_one_line_naming_repo_caches_and_switch(
+    hub, online, monkeypatch, how, tiny_whisper
+):
     hub.add_repo("openai/whisper-tiny", tiny_whisper[0])
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     if how.startswith("HF_HUB_OFFLINE"):
@@ -219,8 +241,7 @@ def test_run_offline_flag_downloads_nothing(hub, online, tiny_whisper, monkeypat
     hub.add_repo("openai/whisper-tiny", tiny_whisper[0])
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so the value --offline sets is undone after the test
-    out = CliRunner().invoke(main, ["run", "--backbone", "whisper_tiny", "--data-root", str(fold1_emodb),
-                                    "--offline"])
+    out = CliRunner().invoke(main, ["run", "--backbone", "whisper_tiny", "--data-root", str(fold1_emodb), "--offline"])
     assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1
     assert "offline (HF_HUB_OFFLINE=1 or --offline)" in out.output and "openai/whisper-tiny" in out.output
     assert hub.requests == []

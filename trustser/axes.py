@@ -44,18 +44,21 @@ class Objective:
         return self.direction == MAXIMIZE
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("performance", "test_uar_mean", MAXIMIZE, "UAR"),
-    Objective("privacy", "privacy_gender_accuracy_mean", MINIMIZE, "gender-probe acc"),
-    Objective("safety", "safety_fgsm_asr_mean", MINIMIZE, "FGSM ASR"),
-    Objective("fairness", "fairness_equality_of_odds_mean", MINIMIZE, "equality of odds"),
-    Objective("sustainability", "sustainability_gflops", MINIMIZE, "GFLOPs (6 s)", "GFLOPs"),
-)}
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective("performance", "test_uar_mean", MAXIMIZE, "UAR"),
+        Objective("privacy", "privacy_gender_accuracy_mean", MINIMIZE, "gender-probe acc"),
+        Objective("safety", "safety_fgsm_asr_mean", MINIMIZE, "FGSM ASR"),
+        Objective("fairness", "fairness_equality_of_odds_mean", MINIMIZE, "equality of odds"),
+        Objective("sustainability", "sustainability_gflops", MINIMIZE, "GFLOPs (6 s)", "GFLOPs"),
+    )
+}
 """The method's five axes, in the order tables and radar charts use."""
 
-OPTIONAL_OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("robustness", "robustness_mean", MINIMIZE, "corruption flip rate"),
-)}
+OPTIONAL_OBJECTIVES: dict[str, Objective] = {
+    o.name: o for o in (Objective("robustness", "robustness_mean", MINIMIZE, "corruption flip rate"),)
+}
 """Axes a study or scenario may add to the five: ``robustness`` is the mean prediction flip rate over the corruption
 suite (``trustser.metrics.robustness``), measured only when ``trust.corruptions`` names some."""
 
@@ -94,5 +97,6 @@ def radar_score(axis: str, value: float | None) -> float:
 
 def radar_scores(values: Mapping[str, float]) -> dict[str, float]:
     """The five axes' scores, and an optional axis's where ``values`` has it."""
-    return {axis: radar_score(axis, values.get(axis)) for axis in AXES + OPTIONAL_AXES
-            if axis in AXES or axis in values}
+    return {
+        axis: radar_score(axis, values.get(axis)) for axis in AXES + OPTIONAL_AXES if axis in AXES or axis in values
+    }

@@ -33,7 +33,9 @@ def user_errors(fn):
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """Measure how trustworthy a speech emotion recognition model built on a pre-trained backbone is."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command("ls")
@@ -50,25 +52,48 @@ def ls_command(as_json: bool, offline: bool) -> None:
     rows = []
     for spec in BACKBONES.values():
         plan = plan_weights(spec, offline=True if offline else None)
-        rows.append({"name": spec.name, "kind": "backbone", "family": spec.family, "layers": spec.num_layers,
-                     "hidden_states": spec.num_hidden_states, "hidden_size": spec.hidden_size,
-                     "weights": plan.location if plan.status == "local" else None, "weights_status": plan.status,
-                     "weights_kind": plan.kind, "weights_detail": plan.detail, "description": spec.description})
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": "backbone",
+                "family": spec.family,
+                "layers": spec.num_layers,
+                "hidden_states": spec.num_hidden_states,
+                "hidden_size": spec.hidden_size,
+                "weights": plan.location if plan.status == "local" else None,
+                "weights_status": plan.status,
+                "weights_kind": plan.kind,
+                "weights_detail": plan.detail,
+                "description": spec.description,
+            }
+        )
     for spec in CORPORA.values():
         root = default_root(spec)
-        rows.append({"name": spec.name, "kind": "dataset", "description": spec.description,
-                     "protocol": spec.protocol, "shipped_at": str(root) if root and root.exists() else None})
+        rows.append(
+            {
+                "name": spec.name,
+                "kind": "dataset",
+                "description": spec.description,
+                "protocol": spec.protocol,
+                "shipped_at": str(root) if root and root.exists() else None,
+            }
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
     click.echo("backbones:")
     for r in rows:
         if r["kind"] == "backbone":
-            click.echo(f"  {r['name']:<16} {r['layers']:>2} layers x {r['hidden_size']:<4} weights: {r['weights_detail']}")
+            click.echo(
+                f"  {r['name']:<16} {r['layers']:>2} layers x {r['hidden_size']:<4} weights: {r['weights_detail']}"
+            )
     click.echo("datasets:")
     for r in rows:
         if r["kind"] == "dataset":
-            click.echo(f"  {r['name']:<16} {r['description']}" + (f"  [shipped: {r['shipped_at']}]" if r.get("shipped_at") else ""))
+            click.echo(
+                f"  {r['name']:<16} {r['description']}"
+                + (f"  [shipped: {r['shipped_at']}]" if r.get("shipped_at") else "")
+            )
 
 
 def _none_if_empty(value: str | None) -> str | None:
@@ -141,30 +166,64 @@ def flops_command(backbones: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"{'backbone':<16} {'params(M)':>9} {'paper GMACs':>11} {'table':>6} {'GFLOPs':>8} {'GMACs':>7}")
     for r in rows:
         table = r.get("paper_table_gflops")
-        click.echo(f"{r['backbone']:<16} {r['params'] / 1e6:>9.2f} {r['paper_gmacs']:>11.2f} "
-                   f"{'' if table is None else format(table, '.1f'):>6} {r['flops'] / 1e9:>8.2f} {r['macs'] / 1e9:>7.2f}")
-    click.echo("paper GMACs: MACs of Linear/Conv/GRU modules on 6 s (attention products and mel front end not "
-               "counted, Whisper on 300 positions); GFLOPs/GMACs: complete count of front end + backbone + head.")
+        click.echo(
+            f"{r['backbone']:<16} {r['params'] / 1e6:>9.2f} {r['paper_gmacs']:>11.2f} "
+            f"{'' if table is None else format(table, '.1f'):>6} {r['flops'] / 1e9:>8.2f} {r['macs'] / 1e9:>7.2f}"
+        )
+    click.echo(
+        "paper GMACs: MACs of Linear/Conv/GRU modules on 6 s (attention products and mel front end not "
+        "counted, Whisper on 300 positions); GFLOPs/GMACs: complete count of front end + backbone + head."
+    )
 
 
 @main.command("run")
 @shorthand_options
-@click.option("--manifest", default=None, help="A manifest: CSV (path,speaker,gender,emotion[,split|fold]), SpeechBrain "
-              "JSON or EmoBox JSONL; absolute paths are read as listed; implies --dataset manifest.")
-@click.option("--corpus-option", "corpus_options", multiple=True, metavar="KEY=VALUE",
-              help="Loader option, repeatable (e.g. merge_excited=false, label_source=intended, emotion_map=joy=happy).")
+@click.option(
+    "--manifest",
+    default=None,
+    help="A manifest: CSV (path,speaker,gender,emotion[,split|fold]), SpeechBrain "
+    "JSON or EmoBox JSONL; absolute paths are read as listed; implies --dataset manifest.",
+)
+@click.option(
+    "--corpus-option",
+    "corpus_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Loader option, repeatable (e.g. merge_excited=false, label_source=intended, emotion_map=joy=happy).",
+)
 @click.option("--no-reference", is_flag=True, help="Skip the linear reference probe (reference_linear_uar).")
-@click.option("--offline", is_flag=True, help="Download no weights (as HF_HUB_OFFLINE=1): only --weights, packaged "
-              "and cached weights.")
-@click.option("--pgd", type=OptionalBool(), is_flag=False, flag_value="true", default="",
-              help="Also run PGD (about 10x the cost of FGSM). Also accepts true/false.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Download no weights (as HF_HUB_OFFLINE=1): only --weights, packaged and cached weights.",
+)
+@click.option(
+    "--pgd",
+    type=OptionalBool(),
+    is_flag=False,
+    flag_value="true",
+    default="",
+    help="Also run PGD (about 10x the cost of FGSM). Also accepts true/false.",
+)
 @click.option("--no-safety", is_flag=True, help="Skip the adversarial attacks.")
 @click.option("--no-probes", is_flag=True, help="Skip the privacy probes.")
 @click.option("--no-cost", is_flag=True, help="Skip latency / peak-memory measurement (FLOPs are still counted).")
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def run_command(config_file, assignments, manifest, corpus_options, no_reference, offline, pgd, no_safety, no_probes,
-                no_cost, no_progress, **shorthands) -> None:
+def run_command(
+    config_file,
+    assignments,
+    manifest,
+    corpus_options,
+    no_reference,
+    offline,
+    pgd,
+    no_safety,
+    no_probes,
+    no_cost,
+    no_progress,
+    **shorthands,
+) -> None:
     """Run one backbone over a corpus's folds and log every fold to MLflow.
 
     Settings come from --config FILE, then the flags given, then --set KEY=VALUE (any setting of the run schema by
@@ -177,8 +236,13 @@ def run_command(config_file, assignments, manifest, corpus_options, no_reference
         extra += [("dataset", "manifest"), ("data_root", manifest)]
     if corpus_options:
         extra.append(("corpus_options", [f"{k}={v}" for k, v in parse_options(corpus_options)]))
-    flags = {"trust.reference": no_reference, "trust.safety": no_safety, "trust.probes": no_probes,
-             "trust.measure_cost": no_cost, "progress": no_progress}
+    flags = {
+        "trust.reference": no_reference,
+        "trust.safety": no_safety,
+        "trust.probes": no_probes,
+        "trust.measure_cost": no_cost,
+        "progress": no_progress,
+    }
     extra += [(key, False) for key, off in flags.items() if off]
     if offline:
         extra.append(("offline", True))
@@ -189,33 +253,54 @@ def run_command(config_file, assignments, manifest, corpus_options, no_reference
         config = with_assignments(config, [("trust.attacks", list(config.trust.attacks) + ["pgd"])], "--pgd")
     backbone, dataset = config.backbone, config.dataset
     if config.random_init:
-        click.secho(f"WARNING: {backbone} runs with RANDOM weights: not a pretrained result (tag weights=random)",
-                    fg="yellow", err=True)
+        click.secho(
+            f"WARNING: {backbone} runs with RANDOM weights: not a pretrained result (tag weights=random)",
+            fg="yellow",
+            err=True,
+        )
     result = run_experiment(config)
     s = result.summary
     nan = float("nan")
-    click.echo(f"{backbone} on {dataset}: test UAR {s.get('test_uar_mean', nan):.3f} "
-               f"± {s.get('test_uar_std', nan):.3f} (std over {len(result.folds)} fold(s); 95 % interval over all "
-               f"test speakers [{s.get('test_uar_ci_low', nan):.3f}, {s.get('test_uar_ci_high', nan):.3f}]); "
-               f"linear reference {s.get('reference_linear_uar_mean', nan):.3f}; "
-               f"wall time {s['wall_time_s']:.0f} s; MLflow parent run {result.parent_run_id}")
+    click.echo(
+        f"{backbone} on {dataset}: test UAR {s.get('test_uar_mean', nan):.3f} "
+        f"± {s.get('test_uar_std', nan):.3f} (std over {len(result.folds)} fold(s); 95 % interval over all "
+        f"test speakers [{s.get('test_uar_ci_low', nan):.3f}, {s.get('test_uar_ci_high', nan):.3f}]); "
+        f"linear reference {s.get('reference_linear_uar_mean', nan):.3f}; "
+        f"wall time {s['wall_time_s']:.0f} s; MLflow parent run {result.parent_run_id}"
+    )
     if "robustness_mean" in s:
-        click.echo(f"robustness: mean flip rate {s['robustness_mean']:.3f} over "
-                   f"{s.get('robustness_n_corruptions_mean', nan):.0f} corruption(s), 95 % interval "
-                   f"[{s.get('robustness_ci_low', nan):.3f}, {s.get('robustness_ci_high', nan):.3f}]; passing "
-                   f"against random models: {s.get('robustness_n_pass_pooled', nan):.0f} "
-                   f"(robustness_<corruption>_* in the run)")
-
+        click.echo(
+            f"robustness: mean flip rate {s['robustness_mean']:.3f} over "
+            f"{s.get('robustness_n_corruptions_mean', nan):.0f} corruption(s), 95 % interval "
+            f"[{s.get('robustness_ci_low', nan):.3f}, {s.get('robustness_ci_high', nan):.3f}]; passing "
+            f"against random models: {s.get('robustness_n_pass_pooled', nan):.0f} "
+            f"(robustness_<corruption>_* in the run)"
+        )
 
 
 def heartbeat_options(fn):
     """--heartbeat, --grace-period, --max-retry: how a dead worker's trial is detected and retried."""
-    fn = click.option("--max-retry", default=2, show_default=True, type=click.IntRange(0, 100),
-                      help="Times a dead worker's trial is queued again.")(fn)
-    fn = click.option("--grace-period", default=60, show_default=True, type=click.IntRange(2, None),
-                      help="Seconds without a heartbeat after which a running trial counts as dead.")(fn)
-    return click.option("--heartbeat", default=10, show_default=True, type=click.IntRange(1, None),
-                        help="Seconds between a running trial's heartbeats.")(fn)
+    fn = click.option(
+        "--max-retry",
+        default=2,
+        show_default=True,
+        type=click.IntRange(0, 100),
+        help="Times a dead worker's trial is queued again.",
+    )(fn)
+    fn = click.option(
+        "--grace-period",
+        default=60,
+        show_default=True,
+        type=click.IntRange(2, None),
+        help="Seconds without a heartbeat after which a running trial counts as dead.",
+    )(fn)
+    return click.option(
+        "--heartbeat",
+        default=10,
+        show_default=True,
+        type=click.IntRange(1, None),
+        help="Seconds between a running trial's heartbeats.",
+    )(fn)
 
 
 def _echo_front(rows) -> None:
@@ -228,18 +313,28 @@ def _echo_front(rows) -> None:
 @main.command("study")
 @click.option("--space", required=True, help="Study space YAML, e.g. studies/quick.yaml or studies/default.yaml.")
 @click.option("--n-trials", default=None, help="New trials to run (default: the configurations not yet done).")
-@click.option("--storage", default=None, envvar="TRUSTSER_STORAGE",
-              help="Optuna storage URL (default: $TRUSTSER_STORAGE, else sqlite:///<cwd>/optuna.db).")
+@click.option(
+    "--storage",
+    default=None,
+    envvar="TRUSTSER_STORAGE",
+    help="Optuna storage URL (default: $TRUSTSER_STORAGE, else sqlite:///<cwd>/optuna.db).",
+)
 @click.option("--study-name", default=None, help="Study to create or resume (default: the space's name).")
 @click.option("--experiment", default=None, help="MLflow experiment name (default: trustser).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 256),
-              help="Worker processes on this machine (1: this process; 0: only create the study and queue its "
-                   "configurations for `trustser worker`s elsewhere).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 256),
+    help="Worker processes on this machine (1: this process; 0: only create the study and queue its "
+    "configurations for `trustser worker`s elsewhere).",
+)
 @heartbeat_options
 @click.option("--no-progress", is_flag=True)
 @user_errors
-def study_command(space, n_trials, storage, study_name, experiment, workers, heartbeat, grace_period, max_retry,
-                  no_progress) -> None:
+def study_command(
+    space, n_trials, storage, study_name, experiment, workers, heartbeat, grace_period, max_retry, no_progress
+) -> None:
     """Search the space for the trust trade-offs (Pareto front); running it again resumes the study."""
     from trustser.study.runner import run_study
     from trustser.study.storage import Heartbeat, default_storage, redact
@@ -250,32 +345,57 @@ def study_command(space, n_trials, storage, study_name, experiment, workers, hea
     trials = _optional_int(n_trials, "--n-trials")
     beat = Heartbeat(heartbeat, grace_period, max_retry)
     if study_space.random_init:
-        click.secho(f"WARNING: {space} uses RANDOM weights: its numbers are not pretrained results",
-                    fg="yellow", err=True)
+        click.secho(
+            f"WARNING: {space} uses RANDOM weights: its numbers are not pretrained results", fg="yellow", err=True
+        )
     storage = _none_if_empty(storage) or default_storage()
-    result = run_study(study_space, n_trials=trials, storage=storage, study_name=_none_if_empty(study_name),
-                       experiment=_none_if_empty(experiment), progress=not no_progress, heartbeat=beat,
-                       runner=runner_from_env(), work=workers == 1)
+    result = run_study(
+        study_space,
+        n_trials=trials,
+        storage=storage,
+        study_name=_none_if_empty(study_name),
+        experiment=_none_if_empty(experiment),
+        progress=not no_progress,
+        heartbeat=beat,
+        runner=runner_from_env(),
+        work=workers == 1,
+    )
     if workers == 1:
-        click.echo(f"study {result.study_name} in {redact(result.storage)}: {result.evaluated} evaluated, "
-                   f"{result.reused} reused, {result.failed} failed; MLflow run {result.mlflow_run_id}")
+        click.echo(
+            f"study {result.study_name} in {redact(result.storage)}: {result.evaluated} evaluated, "
+            f"{result.reused} reused, {result.failed} failed; MLflow run {result.mlflow_run_id}"
+        )
         for error in result.errors[:5]:
             click.echo(f"  failed: {error}", err=True)
         _echo_front(result.front)
         return
     if workers == 0:
-        click.echo(f"study {result.study_name} in {redact(storage)} is ready (MLflow run {result.mlflow_run_id}); "
-                   f"work on it from any machine with: trustser worker --storage URL --study-name {result.study_name}")
+        click.echo(
+            f"study {result.study_name} in {redact(storage)} is ready (MLflow run {result.mlflow_run_id}); "
+            f"work on it from any machine with: trustser worker --storage URL --study-name {result.study_name}"
+        )
         return
     if storage.startswith("sqlite"):
-        click.secho("note: several processes on one SQLite file wait for each other's writes; PostgreSQL is the "
-                    "storage made for this (trustser services start, docs/scale-out.md)", fg="yellow", err=True)
+        click.secho(
+            "note: several processes on one SQLite file wait for each other's writes; PostgreSQL is the "
+            "storage made for this (trustser services start, docs/scale-out.md)",
+            fg="yellow",
+            err=True,
+        )
     grid = study_space.sampler.kind == "grid"
     codes = run_local_workers(workers, storage, result.study_name, beat, None if grid else trials, not no_progress)
     # a last pass here: whatever a dead worker left is retried, then the Pareto front is logged once
-    run_study(study_space, n_trials=None if grid else 0, storage=storage, study_name=result.study_name,
-              experiment=_none_if_empty(experiment), progress=not no_progress, heartbeat=beat,
-              runner=runner_from_env(), enqueue=False)
+    run_study(
+        study_space,
+        n_trials=None if grid else 0,
+        storage=storage,
+        study_name=result.study_name,
+        experiment=_none_if_empty(experiment),
+        progress=not no_progress,
+        heartbeat=beat,
+        runner=runner_from_env(),
+        enqueue=False,
+    )
     _echo_study_state(storage, result.study_name, result.mlflow_run_id, f"{workers} workers")
     if any(codes):
         raise click.ClickException(f"worker exit codes: {codes}")
@@ -289,17 +409,27 @@ def _echo_study_state(storage: str, study_name: str, run_id: str | None, who: st
 
     study = open_study(storage, study_name)
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    click.echo(f"study {study_name} in {redact(storage)} ({who}): {states['COMPLETE']} complete, {states['FAIL']} "
-               f"failed, {states['WAITING'] + states['RUNNING']} queued or running; MLflow run {run_id}")
+    click.echo(
+        f"study {study_name} in {redact(storage)} ({who}): {states['COMPLETE']} complete, {states['FAIL']} "
+        f"failed, {states['WAITING'] + states['RUNNING']} queued or running; MLflow run {run_id}"
+    )
     _echo_front(front_rows(study))
 
 
 @main.command("worker")
-@click.option("--storage", default=None, envvar="TRUSTSER_STORAGE",
-              help="Optuna storage URL of the study (default: $TRUSTSER_STORAGE, else sqlite:///<cwd>/optuna.db).")
+@click.option(
+    "--storage",
+    default=None,
+    envvar="TRUSTSER_STORAGE",
+    help="Optuna storage URL of the study (default: $TRUSTSER_STORAGE, else sqlite:///<cwd>/optuna.db).",
+)
 @click.option("--study-name", default=None, help="The study to work on (default: the only one in the storage).")
-@click.option("--n-trials", default=None, help="Trials this worker runs at most (random/nsga2 samplers: new ones "
-              "to sample; default: for a grid, until its queue is empty; otherwise the grid size).")
+@click.option(
+    "--n-trials",
+    default=None,
+    help="Trials this worker runs at most (random/nsga2 samplers: new ones "
+    "to sample; default: for a grid, until its queue is empty; otherwise the grid size).",
+)
 @heartbeat_options
 @click.option("--no-front", is_flag=True, help="Do not log the Pareto front at the end (another process does).")
 @click.option("--no-progress", is_flag=True)
@@ -311,11 +441,19 @@ def worker_command(storage, study_name, n_trials, heartbeat, grace_period, max_r
     from trustser.study.workers import run_worker, runner_from_env
 
     storage = _none_if_empty(storage) or default_storage()
-    result = run_worker(storage, _none_if_empty(study_name), _optional_int(n_trials, "--n-trials"),
-                        Heartbeat(heartbeat, grace_period, max_retry), runner_from_env(), not no_progress,
-                        front=not no_front)
-    click.echo(f"worker on study {result.study_name} in {redact(storage)}: {result.evaluated} evaluated, "
-               f"{result.reused} reused, {result.failed} failed")
+    result = run_worker(
+        storage,
+        _none_if_empty(study_name),
+        _optional_int(n_trials, "--n-trials"),
+        Heartbeat(heartbeat, grace_period, max_retry),
+        runner_from_env(),
+        not no_progress,
+        front=not no_front,
+    )
+    click.echo(
+        f"worker on study {result.study_name} in {redact(storage)}: {result.evaluated} evaluated, "
+        f"{result.reused} reused, {result.failed} failed"
+    )
     for error in result.errors[:5]:
         click.echo(f"  failed: {error}", err=True)
 
@@ -326,14 +464,27 @@ def services_group() -> None:
 
 
 @services_group.command("start")
-@click.option("--dir", "directory", default="trustser-services", show_default=True,
-              help="Folder for the cluster, artifacts, logs, PIDs and services.json.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface both servers listen on; anything but loopback exposes them (see --allow).")
+@click.option(
+    "--dir",
+    "directory",
+    default="trustser-services",
+    show_default=True,
+    help="Folder for the cluster, artifacts, logs, PIDs and services.json.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface both servers listen on; anything but loopback exposes them (see --allow).",
+)
 @click.option("--pg-port", default=5432, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
 @click.option("--mlflow-port", default=5000, show_default=True, type=click.IntRange(0, 65535), help="0: a free port.")
-@click.option("--allow", multiple=True, metavar="CIDR",
-              help="A network whose hosts may connect to PostgreSQL (repeatable; with --host not loopback).")
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="CIDR",
+    help="A network whose hosts may connect to PostgreSQL (repeatable; with --host not loopback).",
+)
 @click.option("--pg-user", default=None, help="OS user running PostgreSQL when started by root (default: postgres).")
 @click.option("--no-mlflow", is_flag=True, help="Start PostgreSQL only.")
 @click.option("--fast", is_flag=True, help="fsync off: quicker, but a crash can lose the databases (tests, throwaway).")
@@ -347,11 +498,24 @@ def services_start(directory, host, pg_port, mlflow_port, allow, pg_user, no_mlf
 
     services = Services(directory)
     if not is_loopback(host):
-        click.secho(f"WARNING: the servers listen on {host}: reachable from the network "
-                    f"(PostgreSQL only from {', '.join(allow) or 'loopback'}, with the password)", fg="yellow", err=True)
-    info = services.start(ServiceConfig(Path(directory), host=host, pg_port=pg_port, mlflow_port=mlflow_port,
-                                        allow=tuple(allow), pg_user=_none_if_empty(pg_user), durable=not fast),
-                          mlflow=not no_mlflow)
+        click.secho(
+            f"WARNING: the servers listen on {host}: reachable from the network "
+            f"(PostgreSQL only from {', '.join(allow) or 'loopback'}, with the password)",
+            fg="yellow",
+            err=True,
+        )
+    info = services.start(
+        ServiceConfig(
+            Path(directory),
+            host=host,
+            pg_port=pg_port,
+            mlflow_port=mlflow_port,
+            allow=tuple(allow),
+            pg_user=_none_if_empty(pg_user),
+            durable=not fast,
+        ),
+        mlflow=not no_mlflow,
+    )
     if as_json:
         click.echo(json.dumps(info, indent=1))
         return
@@ -359,8 +523,9 @@ def services_start(directory, host, pg_port, mlflow_port, allow, pg_user, no_mlf
     click.echo(f"postgres: pid {pg['pid']} on {info['host']}:{pg['port']}, data {pg['data']}")
     click.echo(f"  optuna storage: {redact(info['storage'])}")
     if info.get("mlflow"):
-        click.echo(f"mlflow:   pid {info['mlflow']['pid']} at {info['tracking_uri']}, artifacts "
-                   f"{info['mlflow']['artifacts']}")
+        click.echo(
+            f"mlflow:   pid {info['mlflow']['pid']} at {info['tracking_uri']}, artifacts {info['mlflow']['artifacts']}"
+        )
     click.echo(f'use them: eval "$(trustser services env --dir {services.dir})"')
 
 
@@ -408,13 +573,26 @@ def services_env(directory) -> None:
 @click.option("--study-name", default=None, help="Study whose Pareto front to choose from (default: the only one).")
 @click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///<cwd>/optuna.db).")
 @click.option("--front", "front_file", default=None, help="A pareto.json (logged with every study) instead of a study.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON object (scenario, choice, runner_up, reasons, excluded, indistinguishable, ...).")
-@click.option("--uar-floor", default=None, type=click.FloatRange(0, 1),
-              help="Also set aside candidates whose UAR does not clear this floor (interval low end, or the point "
-                   "value without one); chance (0.25) is always the least bar.")
-@click.option("--register", "register_name", default=None, metavar="NAME",
-              help="Register the pick's model in the MLflow Model Registry as NAME, alias = the scenario's name.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON object (scenario, choice, runner_up, reasons, excluded, indistinguishable, ...).",
+)
+@click.option(
+    "--uar-floor",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="Also set aside candidates whose UAR does not clear this floor (interval low end, or the point "
+    "value without one); chance (0.25) is always the least bar.",
+)
+@click.option(
+    "--register",
+    "register_name",
+    default=None,
+    metavar="NAME",
+    help="Register the pick's model in the MLflow Model Registry as NAME, alias = the scenario's name.",
+)
 @click.option("--alias", default=None, help="Registry alias (default: the scenario's name).")
 @user_errors
 def recommend_command(scenario, study_name, storage, front_file, as_json, uar_floor, register_name, alias) -> None:
@@ -443,12 +621,19 @@ def recommend_command(scenario, study_name, storage, front_file, as_json, uar_fl
 
         mlflow.set_tracking_uri(tracking.tracking_uri())  # the registry lives in the tracking store
         version = register_pick(rec, register_name, alias)
-        registered = {"name": version.name, "version": version.version, "alias": alias_for(alias or rec.scenario),
-                      "uri": f"models:/{version.name}@{alias_for(alias or rec.scenario)}", "source": version.source}
+        registered = {
+            "name": version.name,
+            "version": version.version,
+            "alias": alias_for(alias or rec.scenario),
+            "uri": f"models:/{version.name}@{alias_for(alias or rec.scenario)}",
+            "source": version.source,
+        }
     if as_json:
         click.echo(json.dumps({**rec.to_dict(), "registered": registered}, indent=1, default=str))
         return
-    click.echo(f"{rec.scenario}: {rec.choice.label}" + (f"  (runner-up: {rec.runner_up.label})" if rec.runner_up else ""))
+    click.echo(
+        f"{rec.scenario}: {rec.choice.label}" + (f"  (runner-up: {rec.runner_up.label})" if rec.runner_up else "")
+    )
     for reason in rec.reasons:
         click.echo(f"  - {reason}")
     if registered:
@@ -471,8 +656,7 @@ def predict_command(model_uri, clips, as_json) -> None:
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # MLflow raises several types for a bad URI; the user gets one line
-        raise TrustserError(f"cannot load model {model_uri}: {str(exc).splitlines()[0] if str(exc) else exc}") \
-            from None
+        raise TrustserError(f"cannot load model {model_uri}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     try:
         out = model.predict(pd.DataFrame({"path": list(clips)}))
     except Exception as exc:
@@ -492,12 +676,20 @@ def predict_command(model_uri, clips, as_json) -> None:
 @click.option("--dataset", default=None, help="With --experiment: only runs on this dataset.")
 @click.option("--out", "out_dir", required=True, help="Folder for report.html, report.md and the PNG figures.")
 @click.option("--title", default="TrustSER report", show_default=True)
-@click.option("--log-run", default=None, metavar="RUN_ID",
-              help="Log the report and its figures under report/ of this MLflow run (default for a study: the "
-                   "study's run; for --experiment: none).")
+@click.option(
+    "--log-run",
+    default=None,
+    metavar="RUN_ID",
+    help="Log the report and its figures under report/ of this MLflow run (default for a study: the "
+    "study's run; for --experiment: none).",
+)
 @click.option("--no-log", is_flag=True, help="Do not log the report to MLflow.")
-@click.option("--uar-floor", default=None, type=click.FloatRange(0, 1),
-              help="Set aside rows whose UAR does not clear this floor, as well as those at chance (0.25).")
+@click.option(
+    "--uar-floor",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="Set aside rows whose UAR does not clear this floor, as well as those at chance (0.25).",
+)
 @user_errors
 def report_command(study_name, storage, experiment, dataset, out_dir, title, log_run, no_log, uar_floor) -> None:
     """Write the trust report (Table 4 layout, scenario picks, Pareto plot, radar charts) as HTML and Markdown, and

@@ -139,8 +139,9 @@ def from_mapping(cls: type, raw: Mapping[str, Any], source: str = "<memory>", pr
             raise ConfigError(f"{source}: {key}: unknown setting; known: {', '.join(names)}")
         kind = hints[name]
         try:
-            values[name] = (from_mapping(kind, value or {}, source, f"{key}.") if is_dataclass(kind)
-                            else coerce(value, kind, key))
+            values[name] = (
+                from_mapping(kind, value or {}, source, f"{key}.") if is_dataclass(kind) else coerce(value, kind, key)
+            )
         except ConfigError as exc:
             raise _from_source(source, exc) from None
     try:
@@ -193,8 +194,9 @@ def split_assignments(values: Iterable[str]) -> list[str]:
     return out
 
 
-def with_assignments(config: Any, assignments: Iterable[str | tuple[str, Any]], source: str = "--set",
-                     skip_empty: bool = False) -> Any:
+def with_assignments(
+    config: Any, assignments: Iterable[str | tuple[str, Any]], source: str = "--set", skip_empty: bool = False
+) -> Any:
     """``config`` with dotted-key assignments applied in order, validated again. ``skip_empty`` ignores
     ``key=`` with nothing after it (MLproject's way of saying "not given", so its defaults stay the schema's)."""
     data = to_mapping(config)
@@ -205,9 +207,10 @@ def with_assignments(config: Any, assignments: Iterable[str | tuple[str, Any]], 
             continue
         if key not in known:
             near = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]]
-            raise ConfigError(f"{source}: {key}: unknown setting"
-                              + (f"; did you mean {', '.join(near)}?" if near else
-                                 f"; known: {', '.join(known)}"))
+            raise ConfigError(
+                f"{source}: {key}: unknown setting"
+                + (f"; did you mean {', '.join(near)}?" if near else f"; known: {', '.join(known)}")
+            )
         section = data
         *parents, leaf = key.split(".")
         for part in parents:
@@ -228,5 +231,14 @@ def load_run_config(path: str | Path) -> Any:
     return from_mapping(RunConfig, raw, str(path))
 
 
-__all__ = ["SchemaField", "coerce", "from_mapping", "leaf_fields", "load_run_config", "parse_assignment",
-           "split_assignments", "to_mapping", "with_assignments"]
+__all__ = [
+    "SchemaField",
+    "coerce",
+    "from_mapping",
+    "leaf_fields",
+    "load_run_config",
+    "parse_assignment",
+    "split_assignments",
+    "to_mapping",
+    "with_assignments",
+]

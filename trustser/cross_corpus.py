@@ -51,12 +51,15 @@ def metric_name(dataset: str) -> str:
 
 def check_distinct(train_dataset: str, test_dataset: str) -> None:
     if train_dataset == test_dataset:
-        raise ConfigError(f"test_dataset: '{test_dataset}' is the training corpus; a cross-corpus test needs another "
-                          "corpus (its speakers must all be unseen): the within-corpus test is test_uar")
+        raise ConfigError(
+            f"test_dataset: '{test_dataset}' is the training corpus; a cross-corpus test needs another "
+            "corpus (its speakers must all be unseen): the within-corpus test is test_uar"
+        )
 
 
-def cross_metrics(cross: CrossCorpus, head: Any, features: Any, batch_size: int, n_resamples: int,
-                  seed: int) -> dict[str, float]:
+def cross_metrics(
+    cross: CrossCorpus, head: Any, features: Any, batch_size: int, n_resamples: int, seed: int
+) -> dict[str, float]:
     """UAR of ``head`` on all of B's clips (``features``: B's features as the head reads them), with its
     speaker-level 95 % bootstrap interval."""
     from trustser.metrics.uncertainty import cluster_bootstrap, uar_stat
@@ -66,11 +69,21 @@ def cross_metrics(cross: CrossCorpus, head: Any, features: Any, batch_size: int,
     y_true = np.array([cross.index.clips[c].label for c in ids])
     y_pred = np.asarray(predict(head, features, ids, batch_size))
     speakers = np.array([cross.index.clips[c].speaker for c in ids], dtype=object)
-    interval = cluster_bootstrap(lambda y_true, y_pred: uar_stat(y_true, y_pred, len(EMOTIONS)),
-                                 {"y_true": y_true, "y_pred": y_pred}, speakers, n_resamples, seed)
+    interval = cluster_bootstrap(
+        lambda y_true, y_pred: uar_stat(y_true, y_pred, len(EMOTIONS)),
+        {"y_true": y_true, "y_pred": y_pred},
+        speakers,
+        n_resamples,
+        seed,
+    )
     key = cross.key
-    return {f"{key}_uar": interval.value, f"{key}_uar_ci_low": interval.low, f"{key}_uar_ci_high": interval.high,
-            f"{key}_n_clips": float(len(ids)), f"{key}_n_speakers": float(len(set(speakers)))}
+    return {
+        f"{key}_uar": interval.value,
+        f"{key}_uar_ci_low": interval.low,
+        f"{key}_uar_ci_high": interval.high,
+        f"{key}_n_clips": float(len(ids)),
+        f"{key}_n_speakers": float(len(set(speakers))),
+    }
 
 
 def cross_matrix(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -78,8 +78,11 @@ def write_model_files(directory: Path, backbone: Any, head: Any, card: ModelCard
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    files = {"backbone": directory / "backbone.safetensors", "head": directory / "head.safetensors",
-             "card": directory / "model.json"}
+    files = {
+        "backbone": directory / "backbone.safetensors",
+        "head": directory / "head.safetensors",
+        "card": directory / "model.json",
+    }
     save_file({k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}, str(files["backbone"]))
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(files["head"]))
     files["card"].write_text(json.dumps(asdict(card), indent=1))
@@ -108,8 +111,9 @@ class SerModel(mlflow.pyfunc.PythonModel):
         backbone = build_architecture(self.card.backbone)
         backbone.load_state_dict(load_file(context.artifacts["backbone"]))
         self.backbone = backbone.eval()
-        head = EmotionHead(self.card.num_layers, self.card.hidden_size, len(self.card.classes), self.card.width,
-                           self.card.pooling)
+        head = EmotionHead(
+            self.card.num_layers, self.card.hidden_size, len(self.card.classes), self.card.width, self.card.pooling
+        )
         head.load_state_dict(load_file(context.artifacts["head"]))
         self.head = head.eval()
 
@@ -149,8 +153,10 @@ def input_waves(model_input: Any, max_seconds: float = MAX_SECONDS):
     has_path = "path" in model_input.columns
     has_audio = "audio" in model_input.columns
     if not (has_path or has_audio):
-        raise ValueError(f"model input needs a 'path' column (audio files) or an 'audio' column (16 kHz waveforms); "
-                         f"got columns {list(model_input.columns)}")
+        raise ValueError(
+            f"model input needs a 'path' column (audio files) or an 'audio' column (16 kHz waveforms); "
+            f"got columns {list(model_input.columns)}"
+        )
     for row, record in enumerate(model_input.to_dict("records")):
         path, audio = record.get("path"), record.get("audio")
         if has_path and isinstance(path, str) and path:
@@ -184,8 +190,17 @@ def requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for name in ("torch", "torchaudio", "transformers", "s3prl", "safetensors", "soundfile", "pandas", "numpy",
-                 "mlflow"):
+    for name in (
+        "torch",
+        "torchaudio",
+        "transformers",
+        "s3prl",
+        "safetensors",
+        "soundfile",
+        "pandas",
+        "numpy",
+        "mlflow",
+    ):
         try:
             out.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
@@ -199,7 +214,13 @@ def log_model(backbone: Any, head: Any, card: ModelCard, workdir: Path) -> str:
 
     files = write_model_files(workdir, backbone, head, card)
     signature, example = signature_and_example()
-    mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=SerModel(), artifacts=files, signature=signature,
-                            input_example=pd.DataFrame(example), pip_requirements=requirements())
+    mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=SerModel(),
+        artifacts=files,
+        signature=signature,
+        input_example=pd.DataFrame(example),
+        pip_requirements=requirements(),
+    )
     run = mlflow.active_run()
     return f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}"

@@ -26,13 +26,17 @@ def resolve_device(setting: str | None = "auto") -> torch.device:
     if text == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ConfigError(f"device '{setting}': torch sees no CUDA device (torch {torch.__version__}, built with CUDA "
-                          f"{torch.version.cuda or 'none'}); use --device cpu or auto")
+        raise ConfigError(
+            f"device '{setting}': torch sees no CUDA device (torch {torch.__version__}, built with CUDA "
+            f"{torch.version.cuda or 'none'}); use --device cpu or auto"
+        )
     device = torch.device(text)
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"device '{setting}': this machine has {torch.cuda.device_count()} CUDA device(s), "
-                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"device '{setting}': this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return torch.device("cuda", index)
 
 

@@ -51,10 +51,19 @@ class FoldEvaluation:
     calibration: CalibrationReport | None = None
 
 
-def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: TrainConfig,
-                  progress: bool = False, backbone: Any = None, trust: TrustConfig = TrustConfig(),
-                  max_seconds: float = MAX_SECONDS, unfreeze_top: int = 0, seeds: int = 1,
-                  cross: CrossCorpus | None = None) -> FoldEvaluation:
+def evaluate_fold(
+    index: CorpusIndex,
+    features: FeatureStore,
+    fold: Fold,
+    config: TrainConfig,
+    progress: bool = False,
+    backbone: Any = None,
+    trust: TrustConfig = TrustConfig(),
+    max_seconds: float = MAX_SECONDS,
+    unfreeze_top: int = 0,
+    seeds: int = 1,
+    cross: CrossCorpus | None = None,
+) -> FoldEvaluation:
     """Train on the fold's train part, select on validation, evaluate every trust metric on test; no logging
     (``trustser.fold_logging`` writes the result to MLflow).
 
@@ -70,11 +79,22 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
 
         from trustser.finetune import build_finetune_model
 
-        model_factory = partial(build_finetune_model, backbone, unfreeze_top, len(EMOTIONS), config.width,
-                                config.pooling)
+        model_factory = partial(
+            build_finetune_model, backbone, unfreeze_top, len(EMOTIONS), config.width, config.pooling
+        )
     model = model_factory() if model_factory else None
-    result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), config,
-                        progress=progress, desc=f"{fold.name} train", model=model, device=device)
+    result = train_head(
+        features,
+        labels,
+        list(fold.train),
+        list(fold.validation),
+        len(EMOTIONS),
+        config,
+        progress=progress,
+        desc=f"{fold.name} train",
+        model=model,
+        device=device,
+    )
     head, attacked_backbone, cached = result.head, backbone, features
     if unfreeze_top:
         from trustser.finetune import live_features, with_trained_top
@@ -100,11 +120,13 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
         cross_features = cross.features
         if unfreeze_top:
             cross_features = live_features(result.head, cross.features, cross.clip_ids, config.batch_size)
-        metrics.update(cross_metrics(cross, head, cross_features, config.batch_size, trust.bootstrap_resamples,
-                                     config.seed))
+        metrics.update(
+            cross_metrics(cross, head, cross_features, config.batch_size, trust.bootstrap_resamples, config.seed)
+        )
     if trust.reference:
-        reference = linear_reference(features, labels, [*fold.train, *fold.validation], test_ids, len(EMOTIONS),
-                                     seed=config.seed)
+        reference = linear_reference(
+            features, labels, [*fold.train, *fold.validation], test_ids, len(EMOTIONS), seed=config.seed
+        )
         metrics.update(reference.to_dict())
         ev.reference_warning = reference_warning(metrics["test_uar"], reference.uar)
     if trust.probes:
@@ -116,8 +138,9 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
         ev.probes = {"gender": gender, "speaker": speaker}
     if trust.safety and backbone is not None:
         t0 = time.perf_counter()
-        ev.attacks = evaluate_safety(index, attacked_backbone, head, test_ids, y_true, y_pred, trust,
-                                             max_seconds, progress)
+        ev.attacks = evaluate_safety(
+            index, attacked_backbone, head, test_ids, y_true, y_pred, trust, max_seconds, progress
+        )
         for attack, by_snr in ev.attacks.items():
             primary = by_snr[float(trust.snr_db)]
             metrics.update({f"safety_{attack}_{k}": v for k, v in primary.to_dict().items()})
@@ -125,8 +148,9 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
         metrics["time_attack_s"] = time.perf_counter() - t0
     if trust.corruptions and backbone is not None:
         t0 = time.perf_counter()
-        ev.robustness = evaluate_robustness(index, attacked_backbone, head, test_ids, y_true, y_pred, trust,
-                                            max_seconds, progress)
+        ev.robustness = evaluate_robustness(
+            index, attacked_backbone, head, test_ids, y_true, y_pred, trust, max_seconds, progress
+        )
         metrics.update(ev.robustness.metrics(len(EMOTIONS), trust.bootstrap_resamples, config.seed))
         metrics["time_robustness_s"] = time.perf_counter() - t0
     ev.outcomes = test_outcomes(index, ev)
@@ -140,12 +164,17 @@ def evaluate_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config
 
 def test_outcomes(index: CorpusIndex, ev: FoldEvaluation) -> TestOutcomes:
     """The fold's per-clip outcomes that intervals are computed from (speakers as the resampling unit)."""
+
     def speakers(ids) -> np.ndarray:
         return np.array([index.clips[c].speaker for c in ids], dtype=object)
 
-    outcomes = TestOutcomes(speakers(ev.test_ids),
-                            np.array([index.clips[c].gender for c in ev.test_ids], dtype=object),
-                            ev.y_true, ev.y_pred, ev.probs)
+    outcomes = TestOutcomes(
+        speakers(ev.test_ids),
+        np.array([index.clips[c].gender for c in ev.test_ids], dtype=object),
+        ev.y_true,
+        ev.y_pred,
+        ev.probs,
+    )
     gender = ev.probes.get("gender")
     if gender is not None and gender.test_ids:
         outcomes.probe_speakers, outcomes.probe_correct = speakers(gender.test_ids), np.array(gender.correct)
@@ -163,15 +192,31 @@ def test_outcomes(index: CorpusIndex, ev: FoldEvaluation) -> TestOutcomes:
     return outcomes
 
 
-def seed_spread(features: FeatureStore, labels: dict[str, int], fold: Fold, config: TrainConfig, seeds: int,
-                first_uar: float, model_factory: Any, device: Any = None) -> dict[str, float]:
+def seed_spread(
+    features: FeatureStore,
+    labels: dict[str, int],
+    fold: Fold,
+    config: TrainConfig,
+    seeds: int,
+    first_uar: float,
+    model_factory: Any,
+    device: Any = None,
+) -> dict[str, float]:
     """Test UAR of the same recipe trained with seeds seed+1 .. seed+N-1 beside the first seed's: how much of a
     difference between two configurations the training noise alone can make. Trust metrics use the first seed."""
     values = [first_uar]
     for offset in range(1, seeds):
         seeded = replace(config, seed=config.seed + offset)
-        result = train_head(features, labels, list(fold.train), list(fold.validation), len(EMOTIONS), seeded,
-                            model=model_factory() if model_factory else None, device=device)
+        result = train_head(
+            features,
+            labels,
+            list(fold.train),
+            list(fold.validation),
+            len(EMOTIONS),
+            seeded,
+            model=model_factory() if model_factory else None,
+            device=device,
+        )
         head = result.head.head if hasattr(result.head, "top") else result.head
         test_features = features
         if hasattr(result.head, "top"):
@@ -181,8 +226,13 @@ def seed_spread(features: FeatureStore, labels: dict[str, int], fold: Fold, conf
         y_true = np.array([labels[c] for c in fold.test])
         values.append(uar_of(head, test_features, list(fold.test), y_true, config.batch_size))
     arr = np.array(values)
-    return {"test_uar_seed_mean": float(arr.mean()), "test_uar_seed_std": float(arr.std(ddof=1)),
-            "test_uar_seed_min": float(arr.min()), "test_uar_seed_max": float(arr.max()), "seeds": float(seeds)}
+    return {
+        "test_uar_seed_mean": float(arr.mean()),
+        "test_uar_seed_std": float(arr.std(ddof=1)),
+        "test_uar_seed_min": float(arr.min()),
+        "test_uar_seed_max": float(arr.max()),
+        "seeds": float(seeds),
+    }
 
 
 def uar_of(head: Any, features: FeatureStore, ids: list[str], y_true: np.ndarray, batch_size: int) -> float:
@@ -197,9 +247,17 @@ def probe_train_config(run: TrainConfig, trust: TrustConfig) -> TrainConfig:
     accuracies of different trials measure the embeddings and not the probe. They train the way the run trains
     (schedule, step floor, patience, standardisation), so they are as converged as the emotion head; the seed and
     batch size follow the run, and the ``paper`` schedule's epoch count is ``trust.probe_epochs`` (10)."""
-    return replace(PROBE_CONFIG, seed=run.seed, batch_size=run.batch_size, epochs=trust.probe_epochs,
-                   min_steps=run.min_steps, schedule=run.schedule, max_epochs=run.max_epochs, patience=run.patience,
-                   standardize=run.standardize)
+    return replace(
+        PROBE_CONFIG,
+        seed=run.seed,
+        batch_size=run.batch_size,
+        epochs=trust.probe_epochs,
+        min_steps=run.min_steps,
+        schedule=run.schedule,
+        max_epochs=run.max_epochs,
+        patience=run.patience,
+        standardize=run.standardize,
+    )
 
 
 def attack_subset(test_ids: list[str], max_clips: int | None) -> list[int]:
@@ -210,8 +268,17 @@ def attack_subset(test_ids: list[str], max_clips: int | None) -> list[int]:
     return sorted(order[:max_clips]) if max_clips else list(range(len(test_ids)))
 
 
-def evaluate_safety(index: CorpusIndex, backbone: Any, head: Any, test_ids: list[str], y_true: np.ndarray,
-                    y_pred: np.ndarray, trust: TrustConfig, max_seconds: float, progress: bool) -> dict[str, Any]:
+def evaluate_safety(
+    index: CorpusIndex,
+    backbone: Any,
+    head: Any,
+    test_ids: list[str],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    trust: TrustConfig,
+    max_seconds: float,
+    progress: bool,
+) -> dict[str, Any]:
     """Attacks on the raw waveform through backbone + trained head, over the correctly classified test clips."""
     from trustser.metrics.safety import AttackSettings, ClipWaves, WaveformClassifier, run_attack
 
@@ -220,14 +287,33 @@ def evaluate_safety(index: CorpusIndex, backbone: Any, head: Any, test_ids: list
     waves = ClipWaves([index.clips[test_ids[i]].path for i in chosen], max_seconds=max_seconds)
     settings = AttackSettings(pgd_steps=trust.pgd_steps, train_mode=trust.attack_train_mode)
     snrs = tuple(dict.fromkeys((float(trust.snr_db), *map(float, trust.sweep_snrs))))
-    return {attack: run_attack(classifier, waves, [int(y_true[i]) for i in chosen], attack, snrs,
-                               clip_ids=[test_ids[i] for i in chosen], clean_predictions=[int(y_pred[i]) for i in chosen],
-                               settings=settings, progress=progress)
-            for attack in trust.attacks}
+    return {
+        attack: run_attack(
+            classifier,
+            waves,
+            [int(y_true[i]) for i in chosen],
+            attack,
+            snrs,
+            clip_ids=[test_ids[i] for i in chosen],
+            clean_predictions=[int(y_pred[i]) for i in chosen],
+            settings=settings,
+            progress=progress,
+        )
+        for attack in trust.attacks
+    }
 
 
-def evaluate_robustness(index: CorpusIndex, backbone: Any, head: Any, test_ids: list[str], y_true: np.ndarray,
-                        y_pred: np.ndarray, trust: TrustConfig, max_seconds: float, progress: bool) -> Any:
+def evaluate_robustness(
+    index: CorpusIndex,
+    backbone: Any,
+    head: Any,
+    test_ids: list[str],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    trust: TrustConfig,
+    max_seconds: float,
+    progress: bool,
+) -> Any:
     """Every test clip, clean and under each corruption of ``trust.corruptions``, through backbone + trained head
     (``trustser.metrics.robustness``); babble talkers come from the fold's other test speakers. Seed 0 always: every
     configuration meets the same corrupted clips."""
@@ -236,9 +322,16 @@ def evaluate_robustness(index: CorpusIndex, backbone: Any, head: Any, test_ids: 
     from trustser.metrics.safety import ClipWaves, WaveformClassifier
 
     waves = ClipWaves([index.clips[c].path for c in test_ids], max_seconds=max_seconds)
-    return evaluate_corruptions(WaveformClassifier(backbone, head), waves, [int(t) for t in y_true],
-                                [index.clips[c].speaker for c in test_ids], resolve(trust.corruptions),
-                                clip_ids=test_ids, clean_predictions=[int(p) for p in y_pred], progress=progress)
+    return evaluate_corruptions(
+        WaveformClassifier(backbone, head),
+        waves,
+        [int(t) for t in y_true],
+        [index.clips[c].speaker for c in test_ids],
+        resolve(trust.corruptions),
+        clip_ids=test_ids,
+        clean_predictions=[int(p) for p in y_pred],
+        progress=progress,
+    )
 
 
 def training_warnings(ev: FoldEvaluation, fold: str) -> list[str]:
@@ -252,11 +345,15 @@ def training_warnings(ev: FoldEvaluation, fold: str) -> list[str]:
     low = metrics.get("test_uar_ci_low", float("nan"))
     uar = metrics.get("test_uar", float("nan"))
     if (np.isfinite(low) and low <= chance) or (not np.isfinite(low) and uar <= chance + 0.02):
-        out.append(f"{fold}: test UAR {uar:.3f} is not shown to be above chance {chance:.2f}"
-                   + (f" (its 95 % interval reaches {low:.3f})" if np.isfinite(low) else "")
-                   + ": the model may have learned nothing usable; its safety and fairness figures may not be "
-                     "meaningful")
+        out.append(
+            f"{fold}: test UAR {uar:.3f} is not shown to be above chance {chance:.2f}"
+            + (f" (its 95 % interval reaches {low:.3f})" if np.isfinite(low) else "")
+            + ": the model may have learned nothing usable; its safety and fairness figures may not be "
+            "meaningful"
+        )
     if metrics.get("best_at_last_epoch") == 1.0 and metrics.get("stopped_early") == 0.0:
-        out.append(f"{fold}: the best validation epoch was the last one trained ({int(metrics['best_epoch'])}): "
-                   "training was still improving; use the converge schedule or more epochs")
+        out.append(
+            f"{fold}: the best validation epoch was the last one trained ({int(metrics['best_epoch'])}): "
+            "training was still improving; use the converge schedule or more epochs"
+        )
     return out

@@ -25,7 +25,10 @@ from trustser.cross_corpus import CrossCorpus, check_distinct
 from trustser.devices import resolve_device
 from trustser.errors import ConfigError
 from trustser.evaluation import (  # noqa: F401 (re-exported: evaluate_fold is patched here by the resume tests)
-    FoldEvaluation, attack_subset, evaluate_fold, probe_train_config,
+    FoldEvaluation,
+    attack_subset,
+    evaluate_fold,
+    probe_train_config,
 )
 from trustser.fold_logging import log_fold_evaluation
 from trustser.features import ExtractionStats, FeatureStore, drop_unusable, extract_features, resident_budget
@@ -34,12 +37,18 @@ from trustser.metrics.verdicts import pooled_fairness_verdicts
 from trustser.run_config import ExperimentResult, FoldResult, RunConfig, TrustConfig, config_hash  # noqa: F401 (re-exported)
 from trustser.run_datasets import CorpusTable, corpus_table, log_corpus_input, log_fold_inputs  # noqa: F401
 from trustser.run_resume import (  # noqa: F401 (re-exported)
-    CONFIG_HASH_TAG, KIND_TAG, RESUMABLE_TAG, RESUME_KEY_TAG, load_fold_state, log_fold_state, mark_dead_runs,
-    resume_folds, resume_key,
+    CONFIG_HASH_TAG,
+    KIND_TAG,
+    RESUMABLE_TAG,
+    RESUME_KEY_TAG,
+    load_fold_state,
+    log_fold_state,
+    mark_dead_runs,
+    resume_folds,
+    resume_key,
 )
 
 log = logging.getLogger(__name__)
-
 
 
 def select_folds(folds: list[Fold], spec: str) -> list[Fold]:
@@ -72,17 +81,21 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         check_distinct(config.dataset, config.test_dataset)
         test_index = load_corpus(config.test_dataset, config.test_data_root)
     folds = select_folds(index.folds, config.folds)
-    backbone, source = load_backbone(config.backbone, config.weights, config.random_init, config.train.seed,
-                                     offline=config.offline)
+    backbone, source = load_backbone(
+        config.backbone, config.weights, config.random_init, config.train.seed, offline=config.offline
+    )
     device = resolve_device(config.device)  # a missing GPU fails here, before the run exists
     backbone.to(device)
     tracking.setup_tracking(config.experiment)
     nested = mlflow.active_run() is not None  # inside a study trial: this run nests under the trial's run
     chash = config_hash(config)
     tags = {
-        "backbone": config.backbone, "dataset": config.dataset,
-        "weights": "random" if source.is_random else "pretrained", "weights_source": source.kind,
-        "trustser_version": trustser.__version__, CONFIG_HASH_TAG: chash,
+        "backbone": config.backbone,
+        "dataset": config.dataset,
+        "weights": "random" if source.is_random else "pretrained",
+        "weights_source": source.kind,
+        "trustser_version": trustser.__version__,
+        CONFIG_HASH_TAG: chash,
         RESUMABLE_TAG: "false" if nested else "true",
     }
     parent_tags = {**tags, KIND_TAG: "experiment", **tracking.process_tags()}
@@ -94,12 +107,24 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
                 mark_dead_runs(chash, parent_id)
             except Exception as exc:  # bookkeeping of earlier runs (the tracking server away a moment) costs no run
                 log.warning("could not look for dead runs of this configuration: %s", exc)
-        tracking.log_params_safely({**parent_params(config, source, index, backbone.num_parameters()),
-                                    "device": config.device, "device_used": str(device)})
+        tracking.log_params_safely(
+            {
+                **parent_params(config, source, index, backbone.num_parameters()),
+                "device": config.device,
+                "device_used": str(device),
+            }
+        )
         t0 = time.perf_counter()
-        features, stats = extract_features(index, backbone, source, config.cache_dir, config.max_seconds,
-                                           progress=config.progress, precision=config.precision,
-                                           budget_bytes=resident_budget(config.feature_memory))
+        features, stats = extract_features(
+            index,
+            backbone,
+            source,
+            config.cache_dir,
+            config.max_seconds,
+            progress=config.progress,
+            precision=config.precision,
+            budget_bytes=resident_budget(config.feature_memory),
+        )
         mlflow.log_metric("time_extract_s", time.perf_counter() - t0)
         drop_unusable(index, stats)
         folds = select_folds(index.folds, config.folds)  # audio skips may have dropped clips from the folds
@@ -110,12 +135,24 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         cross = None
         if test_index is not None:
             test_features, test_stats = extract_features(
-                test_index, backbone, source, config.cache_dir, config.max_seconds, progress=config.progress,
-                precision=config.precision, budget_bytes=resident_budget(config.feature_memory))
+                test_index,
+                backbone,
+                source,
+                config.cache_dir,
+                config.max_seconds,
+                progress=config.progress,
+                precision=config.precision,
+                budget_bytes=resident_budget(config.feature_memory),
+            )
             drop_unusable(test_index, test_stats)
             cross = CrossCorpus(config.test_dataset, test_index, test_features.in_float32())
-            mlflow.log_params({"test_dataset": config.test_dataset, "test_data_root": str(test_index.root),
-                               "test_n_clips": len(test_index.clips)})
+            mlflow.log_params(
+                {
+                    "test_dataset": config.test_dataset,
+                    "test_data_root": str(test_index.root),
+                    "test_n_clips": len(test_index.clips),
+                }
+            )
         corpus = corpus_table(index, config)
         log_corpus_input(corpus)
         tags[RESUME_KEY_TAG] = resume_key(chash, corpus.digest, source.identity)
@@ -128,9 +165,10 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
         sustainability = sustainability_metrics(config)  # one count and measurement, logged on every fold run
         results = []
         for fold in folds:
-            results.append(reused.get(fold.name)
-                           or run_fold(index, features, fold, config, tags, source, backbone, sustainability, corpus,
-                                       cross))
+            results.append(
+                reused.get(fold.name)
+                or run_fold(index, features, fold, config, tags, source, backbone, sustainability, corpus, cross)
+            )
         if config.log_model and results:
             log_deployable_model(results, config, backbone, source)
         summary = aggregate([r.metrics for r in results])
@@ -154,8 +192,9 @@ def log_deployable_model(results: list[FoldResult], config: RunConfig, backbone:
 
     from trustser import deploy
 
-    chosen = results[deploy.choose_fold([r.fold for r in results], [r.train.best_val_uar for r in results],
-                                        config.model_from)]
+    chosen = results[
+        deploy.choose_fold([r.fold for r in results], [r.train.best_val_uar for r in results], config.model_from)
+    ]
     head, deployed_backbone = chosen.train.head, backbone
     if hasattr(head, "top"):  # fine-tuned: the top layers live in the backbone of the deployed model
         from trustser.finetune import with_trained_top
@@ -163,11 +202,23 @@ def log_deployable_model(results: list[FoldResult], config: RunConfig, backbone:
         deployed_backbone, head = with_trained_top(backbone, head.top), head.head
     spec = backbone.spec
     card = deploy.ModelCard(
-        backbone=spec.name, num_layers=spec.num_hidden_states, hidden_size=spec.hidden_size, width=config.train.width,
-        pooling=config.train.pooling, classes=tuple(EMOTIONS), max_seconds=config.max_seconds,
-        sample_rate=trustser.SAMPLE_RATE, weights_source=source.kind, weights_identity=source.identity,
-        random_weights=source.is_random, unfreeze_top=config.unfreeze_top, model_from=config.model_from,
-        model_fold=chosen.fold, validation_uar=chosen.train.best_val_uar, dataset=config.dataset)
+        backbone=spec.name,
+        num_layers=spec.num_hidden_states,
+        hidden_size=spec.hidden_size,
+        width=config.train.width,
+        pooling=config.train.pooling,
+        classes=tuple(EMOTIONS),
+        max_seconds=config.max_seconds,
+        sample_rate=trustser.SAMPLE_RATE,
+        weights_source=source.kind,
+        weights_identity=source.identity,
+        random_weights=source.is_random,
+        unfreeze_top=config.unfreeze_top,
+        model_from=config.model_from,
+        model_fold=chosen.fold,
+        validation_uar=chosen.train.best_val_uar,
+        dataset=config.dataset,
+    )
     with tempfile.TemporaryDirectory(prefix="trustser-model-") as tmp:
         uri = deploy.log_model(deployed_backbone, head, card, Path(tmp))
     mlflow.log_params({"model_from": config.model_from, "model_fold": chosen.fold})
@@ -181,21 +232,26 @@ def pooled_metrics(results: list[FoldResult], config: RunConfig) -> dict[str, fl
     outcomes = [r.outcomes for r in results if r.outcomes is not None]
     if not outcomes:
         return {}
-    pooled, calibration = headline_metrics(pool(outcomes), len(EMOTIONS), config.trust.bootstrap_resamples,
-                                           config.train.seed)
+    pooled, calibration = headline_metrics(
+        pool(outcomes), len(EMOTIONS), config.trust.bootstrap_resamples, config.train.seed
+    )
     pooled["test_uar_pooled"] = pooled.pop("test_uar")
     for key in ("test_ece", "test_brier"):
         pooled[f"{key}_pooled"] = pooled.pop(key)
     everything = pool(outcomes)
-    pooled.update(pooled_fairness_verdicts(everything.y_true, everything.y_pred, everything.genders, len(EMOTIONS),
-                                           pooled))
+    pooled.update(
+        pooled_fairness_verdicts(everything.y_true, everything.y_pred, everything.genders, len(EMOTIONS), pooled)
+    )
     if config.trust.corruptions:
         from trustser.metrics.corruptions import resolve
         from trustser.metrics.robustness import pooled_robustness_metrics
 
         names = [c.name for c in resolve(config.trust.corruptions)]
-        pooled.update(pooled_robustness_metrics(everything, names, len(EMOTIONS), config.trust.bootstrap_resamples,
-                                                config.train.seed))
+        pooled.update(
+            pooled_robustness_metrics(
+                everything, names, len(EMOTIONS), config.trust.bootstrap_resamples, config.train.seed
+            )
+        )
     return pooled
 
 
@@ -212,40 +268,74 @@ def trust_profile(summary: dict[str, float], n_folds: int) -> dict[str, Any]:
         std_key = objective.key[: -len("_mean")] + "_std" if objective.key.endswith("_mean") else None
         std = summary.get(std_key) if std_key else 0.0  # FLOPs are counted once, not per fold
         finite = value is not None and np.isfinite(value)
-        axes[axis] = {"metric": objective.key, "label": objective.label, "direction": objective.direction,
-                      "value": float(value) if finite else None,
-                      "std": float(std) if std is not None and np.isfinite(std) else None,
-                      "radar_score": radar_score(axis, value) if finite else None}
-    return {"folds": n_folds, "axes": axes,
-            "normalisation": "radar_score in [0, 1], 1 = most trustworthy: performance (UAR - 0.25) / 0.75; "
-                             "privacy (1 - gender accuracy) / 0.5; safety 1 - FGSM ASR; fairness 1 - equality-of-odds "
-                             "gap; sustainability 1 - log10(GFLOPs) / 2; robustness (when measured) 1 - mean "
-                             "corruption flip rate"}
+        axes[axis] = {
+            "metric": objective.key,
+            "label": objective.label,
+            "direction": objective.direction,
+            "value": float(value) if finite else None,
+            "std": float(std) if std is not None and np.isfinite(std) else None,
+            "radar_score": radar_score(axis, value) if finite else None,
+        }
+    return {
+        "folds": n_folds,
+        "axes": axes,
+        "normalisation": "radar_score in [0, 1], 1 = most trustworthy: performance (UAR - 0.25) / 0.75; "
+        "privacy (1 - gender accuracy) / 0.5; safety 1 - FGSM ASR; fairness 1 - equality-of-odds "
+        "gap; sustainability 1 - log10(GFLOPs) / 2; robustness (when measured) 1 - mean "
+        "corruption flip rate",
+    }
 
 
-def run_fold(index: CorpusIndex, features: FeatureStore, fold: Fold, config: RunConfig, tags: dict[str, str],
-             source: Any, backbone: Any = None, sustainability: dict[str, float] | None = None,
-             corpus: CorpusTable | None = None, cross: CrossCorpus | None = None) -> FoldResult:
+def run_fold(
+    index: CorpusIndex,
+    features: FeatureStore,
+    fold: Fold,
+    config: RunConfig,
+    tags: dict[str, str],
+    source: Any,
+    backbone: Any = None,
+    sustainability: dict[str, float] | None = None,
+    corpus: CorpusTable | None = None,
+    cross: CrossCorpus | None = None,
+) -> FoldResult:
     """Train, evaluate and log one fold as a nested run; ``sustainability`` (the backbone's cost, the same for
     every fold) is logged on it too so that each fold run carries all five trust families. ``corpus``: its train /
     validation / test subsets are logged as the run's dataset inputs. What a resumed run needs to reuse the fold
     (``resume/``) is logged last."""
     import mlflow
 
-
     fold_tags = {**tags, "fold": fold.name, KIND_TAG: "fold", **tracking.process_tags()}
     with mlflow.start_run(run_name=fold.name, nested=True, tags=fold_tags) as run:
         if corpus is not None:
             log_fold_inputs(corpus, fold)
-        mlflow.log_params({
-            "backbone": config.backbone, "dataset": config.dataset, "fold": fold.name,
-            "weights_source": source.kind, "weights_identity": source.identity[:64],
-            **{f"head.{k}": v for k, v in config.train.as_params().items()}, "unfreeze_top": config.unfreeze_top,
-            "n_train": len(fold.train), "n_validation": len(fold.validation), "n_test": len(fold.test),
-        })
+        mlflow.log_params(
+            {
+                "backbone": config.backbone,
+                "dataset": config.dataset,
+                "fold": fold.name,
+                "weights_source": source.kind,
+                "weights_identity": source.identity[:64],
+                **{f"head.{k}": v for k, v in config.train.as_params().items()},
+                "unfreeze_top": config.unfreeze_top,
+                "n_train": len(fold.train),
+                "n_validation": len(fold.validation),
+                "n_test": len(fold.test),
+            }
+        )
         t0 = time.perf_counter()
-        ev = evaluate_fold(index, features, fold, config.train, config.progress, backbone, config.trust,
-                           config.max_seconds, config.unfreeze_top, config.seeds, cross)
+        ev = evaluate_fold(
+            index,
+            features,
+            fold,
+            config.train,
+            config.progress,
+            backbone,
+            config.trust,
+            config.max_seconds,
+            config.unfreeze_top,
+            config.seeds,
+            cross,
+        )
         ev.metrics["time_train_s"] = time.perf_counter() - t0
         log_fold_evaluation(ev, index, fold, config, sustainability)
         folded = FoldResult(fold.name, run.info.run_id, ev.metrics, ev.train, ev.outcomes)
@@ -259,14 +349,18 @@ def sustainability_metrics(config: RunConfig) -> dict[str, float]:
     from trustser.metrics import sustainability as sus
 
     report = sus.count_flops(config.backbone)
-    out = {"sustainability_gflops": report.flops / 1e9, "sustainability_gmacs": report.macs / 1e9,
-           "sustainability_paper_gmacs": report.paper_gmacs, "sustainability_params": float(report.params),
-           "sustainability_backbone_gflops": report.backbone_flops / 1e9,
-           "sustainability_front_end_gflops": report.front_end_flops / 1e9,
-           "sustainability_head_gflops": report.head_flops / 1e9,
-           "sustainability_front_end_gmacs": report.front_end_macs / 1e9,
-           "sustainability_backbone_gmacs": report.backbone_macs / 1e9,
-           "sustainability_head_gmacs": report.head_macs / 1e9}
+    out = {
+        "sustainability_gflops": report.flops / 1e9,
+        "sustainability_gmacs": report.macs / 1e9,
+        "sustainability_paper_gmacs": report.paper_gmacs,
+        "sustainability_params": float(report.params),
+        "sustainability_backbone_gflops": report.backbone_flops / 1e9,
+        "sustainability_front_end_gflops": report.front_end_flops / 1e9,
+        "sustainability_head_gflops": report.head_flops / 1e9,
+        "sustainability_front_end_gmacs": report.front_end_macs / 1e9,
+        "sustainability_backbone_gmacs": report.backbone_macs / 1e9,
+        "sustainability_head_gmacs": report.head_macs / 1e9,
+    }
     if config.trust.measure_cost:
         latency = sus.measure_latency(config.backbone, repeats=3)
         memory = sus.measure_peak_memory(config.backbone)
@@ -278,24 +372,42 @@ def sustainability_metrics(config: RunConfig) -> dict[str, float]:
 
 def parent_params(config: RunConfig, source, index: CorpusIndex, num_params: int) -> dict[str, Any]:
     return {
-        "backbone": config.backbone, "dataset": config.dataset, "data_root": str(index.root),
-        "folds": config.folds, "weights": str(source.path) if source.path else source.kind,
-        "weights_source": source.kind, "weights_identity": source.identity[:64], "random_init": config.random_init,
-        "max_seconds": config.max_seconds, "precision": config.precision, "backbone_params": num_params,
+        "backbone": config.backbone,
+        "dataset": config.dataset,
+        "data_root": str(index.root),
+        "folds": config.folds,
+        "weights": str(source.path) if source.path else source.kind,
+        "weights_source": source.kind,
+        "weights_identity": source.identity[:64],
+        "random_init": config.random_init,
+        "max_seconds": config.max_seconds,
+        "precision": config.precision,
+        "backbone_params": num_params,
         "feature_memory": config.feature_memory,
-        **{f"head.{k}": v for k, v in config.train.as_params().items()}, **config.trust.as_params(),
-        "unfreeze_top": config.unfreeze_top, "epochs": config.train.epochs, "batch_size": config.train.batch_size, "lr": config.train.lr,
-        "seed": config.train.seed, "python": platform.python_version(),
+        **{f"head.{k}": v for k, v in config.train.as_params().items()},
+        **config.trust.as_params(),
+        "unfreeze_top": config.unfreeze_top,
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "lr": config.train.lr,
+        "seed": config.train.seed,
+        "python": platform.python_version(),
     }
 
 
 def log_corpus_artifacts(index: CorpusIndex, stats: ExtractionStats) -> None:
     import mlflow
 
-
     caveats = {f"kept_with_{reason}": float(n) for reason, n in index.caveat_counts().items()}
-    mlflow.log_metrics({**stats.as_metrics(), "n_clips": len(index.clips), "n_skipped": len(index.skipped),
-                        "n_kept_with_caveats": len(index.caveats), **caveats})
+    mlflow.log_metrics(
+        {
+            **stats.as_metrics(),
+            "n_clips": len(index.clips),
+            "n_skipped": len(index.skipped),
+            "n_kept_with_caveats": len(index.caveats),
+            **caveats,
+        }
+    )
     mlflow.log_text(skips_csv(index.skipped), "skipped.csv")
     if index.caveats:  # kept clips whose metadata is incomplete (e.g. gender unknown: left out of gender metrics)
         mlflow.log_text(skips_csv(index.caveats), "caveats.csv")

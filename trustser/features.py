@@ -117,8 +117,10 @@ def read_hidden(path: Path) -> Tensor:
         with safe_open(str(path), framework="pt") as f:
             return f.get_tensor("hidden")
     except (OSError, SafetensorError) as exc:  # not an allocation failure: that is no fault of the cache
-        raise CorruptEntry(f"{path}: unreadable during the run ({type(exc).__name__}: {exc}); was the feature cache "
-                           "changed while this run used it?") from None
+        raise CorruptEntry(
+            f"{path}: unreadable during the run ({type(exc).__name__}: {exc}); was the feature cache "
+            "changed while this run used it?"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -178,9 +180,14 @@ class ExtractionStats:
     resident_bytes: int = 0  # of which held in memory (the rest is read from the cache on access)
 
     def as_metrics(self) -> dict[str, float]:
-        out = {"features_computed": self.computed, "features_reused": self.reused,
-               "features_rebuilt_corrupt": self.rebuilt_corrupt, "clips_skipped_audio": sum(self.skipped.values()),
-               "feature_store_gib": self.store_bytes / 2**30, "feature_resident_gib": self.resident_bytes / 2**30}
+        out = {
+            "features_computed": self.computed,
+            "features_reused": self.reused,
+            "features_rebuilt_corrupt": self.rebuilt_corrupt,
+            "clips_skipped_audio": sum(self.skipped.values()),
+            "feature_store_gib": self.store_bytes / 2**30,
+            "feature_resident_gib": self.resident_bytes / 2**30,
+        }
         out.update({f"skipped_{reason}": n for reason, n in self.skipped.items()})
         return out
 
@@ -239,8 +246,9 @@ class FeatureStore(Mapping[str, Tensor]):
         return FeatureStore({k: v.float() for k, v in self._features.items()}, self.key)
 
 
-def open_store(entries: Mapping[str, Path], key: FeatureKey, budget_bytes: int | None = 0,
-               verify: bool = True) -> FeatureStore:
+def open_store(
+    entries: Mapping[str, Path], key: FeatureKey, budget_bytes: int | None = 0, verify: bool = True
+) -> FeatureStore:
     """A store over existing cache entries (clip id → entry path), holding clips in memory up to ``budget_bytes``
     and the rest on disk; each entry is read once and its checksum checked unless ``verify`` is False."""
     placer = _Placer(budget_bytes)
@@ -283,20 +291,32 @@ class _Placer:
             stats.store_bytes += self.total
             stats.resident_bytes += self.resident
         if self.on_disk:
-            log.info("feature store %.2f GiB is larger than the resident budget %.2f GiB (feature_memory): "
-                     "%d of %d clips are read from the cache on each access (out of core)",
-                     self.total / 2**30, (self.budget or 0) / 2**30, self.on_disk, clips)
+            log.info(
+                "feature store %.2f GiB is larger than the resident budget %.2f GiB (feature_memory): "
+                "%d of %d clips are read from the cache on each access (out of core)",
+                self.total / 2**30,
+                (self.budget or 0) / 2**30,
+                self.on_disk,
+                clips,
+            )
 
 
 def feature_dir(key: FeatureKey, cache: str | Path | None = None) -> Path:
     return cache_dir(cache) / "features" / key.backbone / key.digest()
 
 
-def extract_features(index: CorpusIndex, backbone: Backbone, source: WeightsSource,
-                     cache: str | Path | None = None, max_seconds: float = MAX_SECONDS,
-                     clip_ids: Iterable[str] | None = None, progress: bool = True,
-                     stats: ExtractionStats | None = None, precision: str = "fp32",
-                     budget_bytes: int | None = None) -> tuple[FeatureStore, ExtractionStats]:
+def extract_features(
+    index: CorpusIndex,
+    backbone: Backbone,
+    source: WeightsSource,
+    cache: str | Path | None = None,
+    max_seconds: float = MAX_SECONDS,
+    clip_ids: Iterable[str] | None = None,
+    progress: bool = True,
+    stats: ExtractionStats | None = None,
+    precision: str = "fp32",
+    budget_bytes: int | None = None,
+) -> tuple[FeatureStore, ExtractionStats]:
     """Features for every clip of ``index`` (or ``clip_ids``), from the cache where present.
 
     Clips whose audio is unusable are counted and returned in ``stats.dropped`` with their reason; the index is not
@@ -388,5 +408,3 @@ def compute_hidden(backbone: Backbone, samples: Tensor, precision: str = "fp32")
         out = backbone(samples[None].to(device), torch.tensor([samples.shape[0]], device=device))
     frames = int(out.mask[0].sum())
     return out.hidden[0, :, :frames].float().cpu()
-
-

@@ -38,10 +38,15 @@ def build_top_layers(backbone: Backbone, k: int) -> TopLayers:
     if k == 0:
         raise ValueError("k = 0 has no top layers; build_finetune_model returns a plain head for it")
     if isinstance(k, bool) or not isinstance(k, int) or k < 0 or k > limit:
-        extra = "" if backbone.spec.includes_input_layer else (
-            " (its input-embedding state is not cached, so its lowest layer cannot be run from the cache)")
-        raise ConfigError(f"unfreeze_top={k!r}: {name} has {backbone.spec.num_layers} encoder layers; "
-                          f"0 (frozen backbone) to {limit} top layers can be fine-tuned{extra}")
+        extra = (
+            ""
+            if backbone.spec.includes_input_layer
+            else (" (its input-embedding state is not cached, so its lowest layer cannot be run from the cache)")
+        )
+        raise ConfigError(
+            f"unfreeze_top={k!r}: {name} has {backbone.spec.num_layers} encoder layers; "
+            f"0 (frozen backbone) to {limit} top layers can be fine-tuned{extra}"
+        )
     return backbone.spec.backbone_family.top_layers(backbone, k)
 
 
@@ -64,8 +69,9 @@ class FineTunedClassifier(nn.Module):
         return self.head(self.live_hidden(cached_hidden, mask), mask)
 
 
-def build_finetune_model(backbone: Backbone, k: int, num_classes: int = 4, width: int = 128,
-                         pooling: str = "weighted") -> nn.Module:
+def build_finetune_model(
+    backbone: Backbone, k: int, num_classes: int = 4, width: int = 128, pooling: str = "weighted"
+) -> nn.Module:
     """The model ``train_head(..., model=...)`` trains: a plain EmotionHead for k = 0, else top k layers + head."""
     spec = backbone.spec
     head = EmotionHead(spec.num_hidden_states, spec.hidden_size, num_classes, width, pooling)
@@ -75,8 +81,9 @@ def build_finetune_model(backbone: Backbone, k: int, num_classes: int = 4, width
 
 
 @torch.no_grad()
-def live_features(model: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str],
-                  batch_size: int = 64) -> dict[str, Tensor]:
+def live_features(
+    model: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str], batch_size: int = 64
+) -> dict[str, Tensor]:
     """Clip id → fp16 [L, F, H] features of the fine-tuned model (cached lower states, live top ones), for probes.
 
     A plain head (k = 0) has no live layers: the cached features are returned as they are.
@@ -101,7 +108,8 @@ def with_trained_top(backbone: Backbone, top_layers: TopLayers) -> Backbone:
     waveform, for attacks and FLOPs. Its spec is the original's, so do not extract into the original's cache
     key with it (its features differ)."""
     if top_layers.num_states != backbone.spec.num_hidden_states or (
-            top_layers.first_layer + top_layers.k != len(backbone.encoder_layers())):
+        top_layers.first_layer + top_layers.k != len(backbone.encoder_layers())
+    ):
         raise ValueError(f"these top layers were not built from a {backbone.spec.name} backbone")
     twin = copy.deepcopy(backbone)
     top_layers.install_into(twin)

@@ -14,8 +14,13 @@ from trustser.evaluation import FoldEvaluation, training_warnings
 from trustser.run_config import RunConfig
 
 
-def log_fold_evaluation(ev: FoldEvaluation, index: CorpusIndex, fold: Fold, config: RunConfig,
-                        sustainability: dict[str, float] | None = None) -> None:
+def log_fold_evaluation(
+    ev: FoldEvaluation,
+    index: CorpusIndex,
+    fold: Fold,
+    config: RunConfig,
+    sustainability: dict[str, float] | None = None,
+) -> None:
     """Everything of ``ev`` into the active (fold) run; ``sustainability`` (the backbone's cost) beside it."""
     import mlflow
 
@@ -39,14 +44,23 @@ def log_fold_evaluation(ev: FoldEvaluation, index: CorpusIndex, fold: Fold, conf
             mlflow.set_tag(f"privacy_{name}_undefined", probe.reason)
     log_attack_artifacts(ev.attacks, config, fold)
     log_robustness_artifacts(ev.robustness)
-    tracking.log_figure(confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"),
-                        "confusion_matrix.png")
-    tracking.log_json({"classes": list(EMOTIONS), "rows": "true class", "columns": "predicted class",
-                       "counts": perf.confusion.tolist()}, "confusion_matrix.json")
-    rows = [(cid, index.clips[cid].speaker, index.clips[cid].gender or "", EMOTIONS[t], EMOTIONS[p])
-            for cid, t, p in zip(ev.test_ids, ev.y_true, ev.y_pred)]
-    mlflow.log_text(tracking.csv_text(("clip_id", "speaker", "gender", "true", "predicted"), rows),
-                    "predictions.csv")
+    tracking.log_figure(
+        confusion_figure(perf.confusion, EMOTIONS, f"{config.backbone} {fold.name}"), "confusion_matrix.png"
+    )
+    tracking.log_json(
+        {
+            "classes": list(EMOTIONS),
+            "rows": "true class",
+            "columns": "predicted class",
+            "counts": perf.confusion.tolist(),
+        },
+        "confusion_matrix.json",
+    )
+    rows = [
+        (cid, index.clips[cid].speaker, index.clips[cid].gender or "", EMOTIONS[t], EMOTIONS[p])
+        for cid, t, p in zip(ev.test_ids, ev.y_true, ev.y_pred)
+    ]
+    mlflow.log_text(tracking.csv_text(("clip_id", "speaker", "gender", "true", "predicted"), rows), "predictions.csv")
     mlflow.log_text(fair.rates_frame().to_csv(index=False), "fairness_rates.csv")
     log_calibration(ev.calibration, f"{config.backbone} {fold.name}")
     tracking.log_json({part: index.speakers(ids) for part, ids in fold.partitions().items()}, "speakers.json")
@@ -59,8 +73,15 @@ def log_calibration(calibration: Any, title: str) -> None:
 
     fig = reliability_figure(calibration.table, f"{title}: reliability (ECE {calibration.ece:.3f})")
     tracking.log_figure(fig, "calibration/reliability.png")
-    tracking.log_json({"ece": calibration.ece, "brier": calibration.brier, "n_bins": calibration.n_bins,
-                       "bins": [b.__dict__ for b in calibration.table]}, "calibration/reliability.json")
+    tracking.log_json(
+        {
+            "ece": calibration.ece,
+            "brier": calibration.brier,
+            "n_bins": calibration.n_bins,
+            "bins": [b.__dict__ for b in calibration.table],
+        },
+        "calibration/reliability.json",
+    )
 
 
 def log_robustness_artifacts(run: Any) -> None:

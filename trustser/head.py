@@ -18,8 +18,9 @@ from trustser.run_config import POOLINGS
 
 
 class EmotionHead(nn.Module):
-    def __init__(self, num_layers: int, hidden_size: int, num_classes: int = 4, width: int = 128,
-                 pooling: str = "weighted") -> None:
+    def __init__(
+        self, num_layers: int, hidden_size: int, num_classes: int = 4, width: int = 128, pooling: str = "weighted"
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
@@ -37,8 +38,10 @@ class EmotionHead(nn.Module):
     def set_standardization(self, mean: Tensor, std: Tensor, min_std: float = 1e-5) -> None:
         """Standardise every layer's dimensions with these [L, H] statistics (fitted on training clips only)."""
         if mean.shape != self.feat_mean.shape or std.shape != self.feat_mean.shape:
-            raise ValueError(f"standardisation statistics must be {tuple(self.feat_mean.shape)}, got "
-                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+            raise ValueError(
+                f"standardisation statistics must be {tuple(self.feat_mean.shape)}, got "
+                f"{tuple(mean.shape)} and {tuple(std.shape)}"
+            )
         self.feat_mean.copy_(mean)
         self.feat_inv_std.copy_(1.0 / std.clamp(min=min_std))
         self.standardized.fill_(True)

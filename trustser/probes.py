@@ -56,29 +56,57 @@ class ProbeResult:
     epochs_run: int = 0
 
     def to_dict(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_accuracy": self.accuracy, f"{prefix}_uar": self.uar, f"{prefix}_n_test": float(self.n_test),
-                f"{prefix}_chance": self.chance, f"{prefix}_excluded_unknown": float(self.excluded_unknown),
-                f"{prefix}_best_epoch": float(self.best_epoch), f"{prefix}_epochs_run": float(self.epochs_run)}
+        return {
+            f"{prefix}_accuracy": self.accuracy,
+            f"{prefix}_uar": self.uar,
+            f"{prefix}_n_test": float(self.n_test),
+            f"{prefix}_chance": self.chance,
+            f"{prefix}_excluded_unknown": float(self.excluded_unknown),
+            f"{prefix}_best_epoch": float(self.best_epoch),
+            f"{prefix}_epochs_run": float(self.epochs_run),
+        }
 
 
 def undefined(reason: str, n_classes: int = 0, excluded_unknown: int = 0) -> ProbeResult:
     return ProbeResult(float("nan"), float("nan"), 0, n_classes, float("nan"), reason, excluded_unknown)
 
 
-def _probe(features: Mapping[str, Tensor], labels: Mapping[str, int], train: Sequence[str], val: Sequence[str],
-           test: Sequence[str], n_classes: int, config: TrainConfig, device: Any = None) -> ProbeResult:
+def _probe(
+    features: Mapping[str, Tensor],
+    labels: Mapping[str, int],
+    train: Sequence[str],
+    val: Sequence[str],
+    test: Sequence[str],
+    n_classes: int,
+    config: TrainConfig,
+    device: Any = None,
+) -> ProbeResult:
     result = train_head(features, labels, list(train), list(val), n_classes, config, desc="probe", device=device)
     y_true = np.array([labels[c] for c in test])
     y_pred = predict(result.head, features, list(test), config.batch_size)
     correct = y_true == y_pred
-    return ProbeResult(float(correct.mean()), uar(y_true, y_pred, n_classes), len(test), n_classes, 1.0 / n_classes,
-                       test_ids=tuple(test), correct=tuple(bool(c) for c in correct), best_epoch=result.best_epoch,
-                       epochs_run=result.epochs_run)
+    return ProbeResult(
+        float(correct.mean()),
+        uar(y_true, y_pred, n_classes),
+        len(test),
+        n_classes,
+        1.0 / n_classes,
+        test_ids=tuple(test),
+        correct=tuple(bool(c) for c in correct),
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+    )
 
 
-def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], train: Sequence[str],
-                 validation: Sequence[str], test: Sequence[str], config: TrainConfig = PROBE_CONFIG,
-                 device: Any = None) -> ProbeResult:
+def gender_probe(
+    features: Mapping[str, Tensor],
+    clips: Mapping[str, Clip],
+    train: Sequence[str],
+    validation: Sequence[str],
+    test: Sequence[str],
+    config: TrainConfig = PROBE_CONFIG,
+    device: Any = None,
+) -> ProbeResult:
     """Gender probe; ``device``: where it trains (``train_head``)."""
     every = (*train, *validation, *test)
     labels = {c: GENDERS.index(clips[c].gender) for c in every if clips[c].gender in GENDERS}
@@ -87,8 +115,9 @@ def gender_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], trai
     for name, part in zip(("train", "validation", "test"), parts):
         present = {labels[c] for c in part}
         if len(present) < 2:
-            return undefined(f"gender probe undefined: the {name} partition has clips of {len(present)} gender(s)", 2,
-                             excluded)
+            return undefined(
+                f"gender probe undefined: the {name} partition has clips of {len(present)} gender(s)", 2, excluded
+            )
     return replace(_probe(features, labels, *parts, 2, config, device), excluded_unknown=excluded)
 
 
@@ -110,8 +139,13 @@ def within_speaker_split(clip_ids: Sequence[str], clips: Mapping[str, Clip]) -> 
     return train, val, test
 
 
-def speaker_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], speaker_clip_ids: Sequence[str],
-                  config: TrainConfig = PROBE_CONFIG, device: Any = None) -> ProbeResult:
+def speaker_probe(
+    features: Mapping[str, Tensor],
+    clips: Mapping[str, Clip],
+    speaker_clip_ids: Sequence[str],
+    config: TrainConfig = PROBE_CONFIG,
+    device: Any = None,
+) -> ProbeResult:
     """Speaker probe; ``device``: where it trains (``train_head``)."""
     known = [c for c in speaker_clip_ids if clips[c].speaker != UNKNOWN_SPEAKER]
     excluded = len(set(speaker_clip_ids) - set(known))
@@ -121,7 +155,7 @@ def speaker_probe(features: Mapping[str, Tensor], clips: Mapping[str, Clip], spe
     labels = {c: speakers.index(clips[c].speaker) for c in known}
     train, val, test = within_speaker_split(known, clips)
     if not test or not val:
-        return undefined("speaker probe undefined: too few clips per speaker for a within-speaker split", len(speakers),
-                         excluded)
-    return replace(_probe(features, labels, train, val, test, len(speakers), config, device),
-                   excluded_unknown=excluded)
+        return undefined(
+            "speaker probe undefined: too few clips per speaker for a within-speaker split", len(speakers), excluded
+        )
+    return replace(_probe(features, labels, train, val, test, len(speakers), config, device), excluded_unknown=excluded)

@@ -34,13 +34,16 @@ def model_uri_for_run(run_id: str, client: Any = None, _seen: frozenset[str] = f
         return tags["trustser.model_uri"]
     if tags.get("reused_mlflow_run_id") not in (None, "unknown"):
         return model_uri_for_run(tags["reused_mlflow_run_id"], client, _seen | {run_id})
-    children = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
-                                  max_results=50)
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=50
+    )
     for child in children:
         if "trustser.model_uri" in child.data.tags:
             return child.data.tags["trustser.model_uri"]
-    raise NoModelError(f"MLflow run {run_id} has no logged trustser model (tag trustser.model_uri on it or on a run "
-                       "nested under it); re-run the configuration with this version of trustser")
+    raise NoModelError(
+        f"MLflow run {run_id} has no logged trustser model (tag trustser.model_uri on it or on a run "
+        "nested under it); re-run the configuration with this version of trustser"
+    )
 
 
 def alias_for(scenario_name: str) -> str:
@@ -63,13 +66,17 @@ def register_pick(recommendation: Any, name: str, alias: str | None = None) -> A
     uri = model_uri_for_run(choice.mlflow_run_id, client)
     alias = alias_for(alias or recommendation.scenario)
     details = recommendation.to_dict()
-    tags = {"trustser.scenario": recommendation.scenario, "trustser.configuration": choice.label,
-            "trustser.source_run": choice.mlflow_run_id,
-            "trustser.indistinguishable": ", ".join(d["label"] for d in details.get("indistinguishable", [])) or "none",
-            "trustser.trust_profile": json.dumps(choice.values, default=str)[:5000]}
+    tags = {
+        "trustser.scenario": recommendation.scenario,
+        "trustser.configuration": choice.label,
+        "trustser.source_run": choice.mlflow_run_id,
+        "trustser.indistinguishable": ", ".join(d["label"] for d in details.get("indistinguishable", [])) or "none",
+        "trustser.trust_profile": json.dumps(choice.values, default=str)[:5000],
+    }
     version = mlflow.register_model(uri, name, tags=tags)
-    description = (f"Picked for scenario '{recommendation.scenario}': {choice.label}.\n"
-                   + "\n".join(f"- {r}" for r in recommendation.reasons))
+    description = f"Picked for scenario '{recommendation.scenario}': {choice.label}.\n" + "\n".join(
+        f"- {r}" for r in recommendation.reasons
+    )
     client.update_model_version(name, version.version, description=description[:5000])
     client.set_registered_model_alias(name, alias, version.version)
     return client.get_model_version(name, version.version)

@@ -87,8 +87,10 @@ def log_report(files: ReportFiles, run_id: str, artifact_path: str = "report") -
     try:
         client.get_run(run_id)
     except Exception as exc:
-        raise TrustserError(f"cannot log the report to MLflow run {run_id} in {mlflow.get_tracking_uri()}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise TrustserError(
+            f"cannot log the report to MLflow run {run_id} in {mlflow.get_tracking_uri()}: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     logged = []
     for path in (files.html, files.markdown, *files.images):
         client.log_artifact(run_id, str(path), artifact_path)
@@ -107,8 +109,12 @@ def rows_from_mlflow(experiment: str, dataset: str | None = None) -> tuple[list[
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError(f"no MLflow experiment '{experiment}' in {mlflow.get_tracking_uri()}")
-    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=5000)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
+    )
     rows: dict[tuple, Candidate] = {}
     for run in runs:
         tags, params = run.data.tags, run.data.params
@@ -122,17 +128,25 @@ def rows_from_mlflow(experiment: str, dataset: str | None = None) -> tuple[list[
         label += " (random weights)" if tags.get("weights") == "random" else ""
         metrics = run.data.metrics
         rows[key] = Candidate(
-            label=label, params={"backbone": key[0], "dataset": key[1], "weights": key[2], "unfreeze_top": key[3]},
+            label=label,
+            params={"backbone": key[0], "dataset": key[1], "weights": key[2], "unfreeze_top": key[3]},
             values={o.name: metrics.get(o.key, float("nan")) for o in OBJECTIVES.values()},
-            mlflow_run_id=run.info.run_id, metrics=dict(metrics))
+            mlflow_run_id=run.info.run_id,
+            metrics=dict(metrics),
+        )
     if not rows:
-        raise TrustserError(f"no finished trustser runs in MLflow experiment '{experiment}'"
-                            + (f" for dataset '{dataset}'" if dataset else ""))
+        raise TrustserError(
+            f"no finished trustser runs in MLflow experiment '{experiment}'"
+            + (f" for dataset '{dataset}'" if dataset else "")
+        )
     objectives = tuple(OBJECTIVES.values())
     measured = tuple(o for o in objectives if any(math.isfinite(r.value(o.name)) for r in rows.values()))
     ordered = sorted(rows.values(), key=lambda r: r.label)
-    return non_dominated(ordered, measured or objectives), objectives, \
-        f"MLflow experiment '{experiment}' ({mlflow.get_tracking_uri()})"
+    return (
+        non_dominated(ordered, measured or objectives),
+        objectives,
+        f"MLflow experiment '{experiment}' ({mlflow.get_tracking_uri()})",
+    )
 
 
 def _slug(text: str) -> str:
@@ -157,8 +171,9 @@ def _paper_gflops(row: Candidate) -> str:
     return f"{spec.paper.gflops_6s:.1f}" if spec and spec.paper else "–"  # the paper's "GFLOPs" are MACs
 
 
-def _recommendations(rows: Sequence[Candidate], scenarios: Sequence[str],
-                     uar_floor: float | None = None) -> dict[str, Recommendation | str]:
+def _recommendations(
+    rows: Sequence[Candidate], scenarios: Sequence[str], uar_floor: float | None = None
+) -> dict[str, Recommendation | str]:
     front = [r for r in rows if r.pareto] or list(rows)
     out: dict[str, Recommendation | str] = {}
     for name in scenarios:
@@ -169,9 +184,15 @@ def _recommendations(rows: Sequence[Candidate], scenarios: Sequence[str],
     return out
 
 
-def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Sequence[Objective] | None = None,
-                 title: str = "TrustSER report", source: str = "", scenarios: Sequence[str] = SHIPPED,
-                 uar_floor: float | None = None) -> ReportFiles:
+def write_report(
+    rows: Sequence[Candidate],
+    out_dir: str | Path,
+    objectives: Sequence[Objective] | None = None,
+    title: str = "TrustSER report",
+    source: str = "",
+    scenarios: Sequence[str] = SHIPPED,
+    uar_floor: float | None = None,
+) -> ReportFiles:
     """Write report.html, report.md and the PNG figures into ``out_dir``; log them if an MLflow run is active.
     Chance-level rows (or rows not above ``uar_floor``) are set aside: flagged, and the front recomputed without
     them (``pareto.set_aside_chance_level``)."""
@@ -183,8 +204,9 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
     objectives = tuple(objectives or OBJECTIVES.values())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = sorted(set_aside_chance_level(rows, objectives, uar_floor),
-                  key=lambda r: (not r.pareto, bool(r.excluded), r.label))
+    rows = sorted(
+        set_aside_chance_level(rows, objectives, uar_floor), key=lambda r: (not r.pareto, bool(r.excluded), r.label)
+    )
     front = [r for r in rows if r.pareto]
     at_chance = {r.label for r in rows if r.excluded}
     images: list[Path] = []
@@ -198,18 +220,38 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
 
     pareto_png = save(pareto_figure(rows, objectives, title + ": Pareto front"), "pareto.png")
     recs = _recommendations(rows, scenarios, uar_floor)
-    overlay_rows = front if 0 < len(front) <= MAX_OVERLAY else \
-        list({r.choice.label: r.choice for r in recs.values() if isinstance(r, Recommendation)}.values()) or \
-        rows[:MAX_OVERLAY]
-    overlay_png = save(radar_figure({r.label: _profile(r) for r in overlay_rows}, "trust profiles (overlaid)",
-                                    chance_level=at_chance), "radar_overlay.png")
-    radars = [(r, save(radar_figure({r.label: _profile(r)}, r.label, chance_level=at_chance),
-                       f"radar_{i:02d}_{_slug(r.label)}.png"))
-              for i, r in enumerate((front or rows)[:MAX_RADARS])]
+    overlay_rows = (
+        front
+        if 0 < len(front) <= MAX_OVERLAY
+        else list({r.choice.label: r.choice for r in recs.values() if isinstance(r, Recommendation)}.values())
+        or rows[:MAX_OVERLAY]
+    )
+    overlay_png = save(
+        radar_figure({r.label: _profile(r) for r in overlay_rows}, "trust profiles (overlaid)", chance_level=at_chance),
+        "radar_overlay.png",
+    )
+    radars = [
+        (
+            r,
+            save(
+                radar_figure({r.label: _profile(r)}, r.label, chance_level=at_chance),
+                f"radar_{i:02d}_{_slug(r.label)}.png",
+            ),
+        )
+        for i, r in enumerate((front or rows)[:MAX_RADARS])
+    ]
 
     html_path, md_path = out / "report.html", out / "report.md"
-    page = _html(title, source, rows, recs, pareto_png, overlay_png, radars,
-                 sum(not r.excluded for r in front) if front else len(rows))
+    page = _html(
+        title,
+        source,
+        rows,
+        recs,
+        pareto_png,
+        overlay_png,
+        radars,
+        sum(not r.excluded for r in front) if front else len(rows),
+    )
     markdown = _markdown(title, source, rows, recs, pareto_png, overlay_png, radars)
     cross = cross_corpus_tables(rows)
     if cross is not None:  # runs with --test-dataset: the train x test matrix
@@ -223,9 +265,11 @@ def write_report(rows: Sequence[Candidate], out_dir: str | Path, objectives: Seq
     return files
 
 
-CROSS_NOTE = ("Cross-corpus UAR: rows are configurations and the corpus they were trained on, columns the corpus "
-              "tested; the training corpus's own column is its within-corpus test UAR (held-out speakers), the others "
-              "are the same fold models tested on all of another corpus (trustser.cross_corpus), mean over folds.")
+CROSS_NOTE = (
+    "Cross-corpus UAR: rows are configurations and the corpus they were trained on, columns the corpus "
+    "tested; the training corpus's own column is its within-corpus test UAR (held-out speakers), the others "
+    "are the same fold models tested on all of another corpus (trustser.cross_corpus), mean over folds."
+)
 
 
 def cross_corpus_tables(rows: Sequence[Candidate]) -> tuple[str, str] | None:
@@ -242,39 +286,59 @@ def cross_corpus_tables(rows: Sequence[Candidate]) -> tuple[str, str] | None:
         return None
     columns = sorted({c for _, cells in entries for c in cells})
     fmt = lambda v: "—" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"  # noqa: E731
-    md = ["## Cross-corpus UAR % (train × test)", "", CROSS_NOTE, "",
-          "| configuration [trained on] | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    md = [
+        "## Cross-corpus UAR % (train × test)",
+        "",
+        CROSS_NOTE,
+        "",
+        "| configuration [trained on] | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     md += ["| " + label + " | " + " | ".join(fmt(cells.get(c)) for c in columns) + " |" for label, cells in entries]
-    page = ["<h2>Cross-corpus UAR % (train &times; test)</h2>", f"<p>{html.escape(CROSS_NOTE)}</p>", "<table>",
-            "<tr><th>configuration [trained on]</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"]
-    page += ["<tr><td>" + html.escape(label) + "</td>" + "".join(f"<td>{fmt(cells.get(c))}</td>" for c in columns)
-             + "</tr>" for label, cells in entries]
+    page = [
+        "<h2>Cross-corpus UAR % (train &times; test)</h2>",
+        f"<p>{html.escape(CROSS_NOTE)}</p>",
+        "<table>",
+        "<tr><th>configuration [trained on]</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>",
+    ]
+    page += [
+        "<tr><td>" + html.escape(label) + "</td>" + "".join(f"<td>{fmt(cells.get(c))}</td>" for c in columns) + "</tr>"
+        for label, cells in entries
+    ]
     page.append("</table>")
     return "\n".join(md), "\n".join(page)
 
 
-NORMALISATION_NOTE = ("Radar axes are normalised to fixed ranges (1 = most trustworthy): performance (UAR − 0.25)/0.75; "
-                      "privacy (1 − gender-probe accuracy)/0.5; safety 1 − ASR; fairness 1 − equality-of-odds gap; "
-                      "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs); robustness (a sixth spoke where measured) "
-                      "1 − mean corruption flip rate. GFLOPs count FLOPs (2 × MACs); the "
-                      "paper's Table 4 column, shown beside ours, counts MACs.")
-RULE_NOTE = ("Scenario rule: candidates not above chance set aside, then hard limits; then each axis min–max "
-             "normalised over the Pareto candidates (1 = best), weighted high=3, medium=2, low=1; ties by the "
-             "higher-priority axes, then by name. 'Statistically indistinguishable': the candidates whose 95 % "
-             "intervals overlap the pick's on every high-priority axis (or the highest level the scenario has); "
-             "the data do not separate them from the pick.")
-INTERVAL_NOTE = ("Cells: the mean over folds, then [the speaker-level bootstrap 95 % interval over the pooled test "
-                 f"predictions] where the run logged one. A row whose UAR interval does not clear chance "
-                 f"({CHANCE_UAR:g}; without an interval, a UAR within {CHANCE_MARGIN:g} of it) is set aside: it is "
-                 "trivially fair and unattackable, so it is left out of the front and the picks, and its radar shows "
-                 "safety and fairness as not meaningful.")
+NORMALISATION_NOTE = (
+    "Radar axes are normalised to fixed ranges (1 = most trustworthy): performance (UAR − 0.25)/0.75; "
+    "privacy (1 − gender-probe accuracy)/0.5; safety 1 − ASR; fairness 1 − equality-of-odds gap; "
+    "sustainability 1 − log10(GFLOPs)/2 (1 → 100 GFLOPs); robustness (a sixth spoke where measured) "
+    "1 − mean corruption flip rate. GFLOPs count FLOPs (2 × MACs); the "
+    "paper's Table 4 column, shown beside ours, counts MACs."
+)
+RULE_NOTE = (
+    "Scenario rule: candidates not above chance set aside, then hard limits; then each axis min–max "
+    "normalised over the Pareto candidates (1 = best), weighted high=3, medium=2, low=1; ties by the "
+    "higher-priority axes, then by name. 'Statistically indistinguishable': the candidates whose 95 % "
+    "intervals overlap the pick's on every high-priority axis (or the highest level the scenario has); "
+    "the data do not separate them from the pick."
+)
+INTERVAL_NOTE = (
+    "Cells: the mean over folds, then [the speaker-level bootstrap 95 % interval over the pooled test "
+    f"predictions] where the run logged one. A row whose UAR interval does not clear chance "
+    f"({CHANCE_UAR:g}; without an interval, a UAR within {CHANCE_MARGIN:g} of it) is set aside: it is "
+    "trivially fair and unattackable, so it is left out of the front and the picks, and its radar shows "
+    "safety and fairness as not meaningful."
+)
 
 
-VERDICT_NOTE = ("Verdicts (ser-tests style, trustser.metrics.verdicts), on the pooled test clips of all folds: each "
-                "figure against the same figure for class-prior random models on the same clips. Fairness passes "
-                "when the equality-of-odds gap is no larger than the random models' 95th percentile; a corruption "
-                f"passes when its flip rate is at most {FLIP_SHARE_OF_CHANCE:g} × the random models' (1 − Σ p²) and "
-                "its UAR drop no larger than their 95th percentile. 'n/a': not measured or undefined (one gender).")
+VERDICT_NOTE = (
+    "Verdicts (ser-tests style, trustser.metrics.verdicts), on the pooled test clips of all folds: each "
+    "figure against the same figure for class-prior random models on the same clips. Fairness passes "
+    "when the equality-of-odds gap is no larger than the random models' 95th percentile; a corruption "
+    f"passes when its flip rate is at most {FLIP_SHARE_OF_CHANCE:g} × the random models' (1 − Σ p²) and "
+    "its UAR drop no larger than their 95th percentile. 'n/a': not measured or undefined (one gender)."
+)
 
 
 def _profile(r: Candidate) -> dict[str, float]:
@@ -291,9 +355,13 @@ def _verdicts(r: Candidate) -> str:
     m = r.metrics
     parts = [f"fairness {describe(m.get('fairness_equality_of_odds_pass'))}"]
     if "robustness_pass" in m:
-        names = sorted(k[len("robustness_"):-len("_pass")] for k in m
-                       if re.fullmatch(r"robustness_.+_pass", k) and not k.endswith(("_flip_rate_pass", "_uar_drop_pass"))
-                       and k != "robustness_pass")
+        names = sorted(
+            k[len("robustness_") : -len("_pass")]
+            for k in m
+            if re.fullmatch(r"robustness_.+_pass", k)
+            and not k.endswith(("_flip_rate_pass", "_uar_drop_pass"))
+            and k != "robustness_pass"
+        )
         failed = [n for n in names if m.get(f"robustness_{n}_pass") == 0.0]
         passed = sum(m.get(f"robustness_{n}_pass") == 1.0 for n in names)
         parts.append(f"robustness {passed} of {len(names)} pass" + (f" (fail: {', '.join(failed)})" if failed else ""))
@@ -305,19 +373,42 @@ def _table_rows(rows: Sequence[Candidate]) -> list[list[str]]:
     for r in rows:
         where = f"trial {r.trial}" if r.trial is not None else (r.mlflow_run_id or "")[:8]
         pareto = ("set aside" if r.excluded else "yes") if r.pareto else ""
-        out.append([r.label, *(_cell(r, a, s, f) for a, _, s, f in _columns(rows)), _paper_gflops(r), pareto,
-                    r.excluded or "", _verdicts(r), where])
+        out.append(
+            [
+                r.label,
+                *(_cell(r, a, s, f) for a, _, s, f in _columns(rows)),
+                _paper_gflops(r),
+                pareto,
+                r.excluded or "",
+                _verdicts(r),
+                where,
+            ]
+        )
     return out
 
 
 def _header(rows: Sequence[Candidate]) -> list[str]:
-    return ["configuration", *(c[1] for c in _columns(rows)), "paper Table 4 (GMACs)", "Pareto", "set aside (why)",
-            "verdicts vs random models", "source"]
+    return [
+        "configuration",
+        *(c[1] for c in _columns(rows)),
+        "paper Table 4 (GMACs)",
+        "Pareto",
+        "set aside (why)",
+        "verdicts vs random models",
+        "source",
+    ]
 
 
 HEADER = _header([])
-REC_HEADER = ["scenario", "priorities", "choice", "runner-up", "statistically indistinguishable", "paper's pick",
-              "reasons"]
+REC_HEADER = [
+    "scenario",
+    "priorities",
+    "choice",
+    "runner-up",
+    "statistically indistinguishable",
+    "paper's pick",
+    "reasons",
+]
 
 
 def _rec_cells(name: str, rec: Recommendation | str) -> list[str]:
@@ -325,10 +416,22 @@ def _rec_cells(name: str, rec: Recommendation | str) -> list[str]:
     priorities = ", ".join(f"{a} {lvl}" for a, lvl in scenario.priorities)
     if isinstance(rec, str):
         return [name, priorities, "–", "–", "–", scenario.paper_pick or "", rec]
-    ties = (f"{', '.join(rec.indistinguishable)} (on {', '.join(rec.decisive_axes)})" if rec.indistinguishable
-            else "none" if rec.runner_up else "–")
-    return [name, priorities, rec.choice.label, rec.runner_up.label if rec.runner_up else "–", ties,
-            scenario.paper_pick or "", "; ".join(rec.reasons)]
+    ties = (
+        f"{', '.join(rec.indistinguishable)} (on {', '.join(rec.decisive_axes)})"
+        if rec.indistinguishable
+        else "none"
+        if rec.runner_up
+        else "–"
+    )
+    return [
+        name,
+        priorities,
+        rec.choice.label,
+        rec.runner_up.label if rec.runner_up else "–",
+        ties,
+        scenario.paper_pick or "",
+        "; ".join(rec.reasons),
+    ]
 
 
 def _set_aside_text(rows: Sequence[Candidate]) -> str:
@@ -345,8 +448,10 @@ def _html(title, source, rows, recs, pareto_png, overlay_png, radars, n_front) -
         return f"<table>\n<tr>{head}</tr>\n{lines}</table>"
 
     rec_rows = [_rec_cells(n, r) for n, r in recs.items()]
-    radar_imgs = "\n".join(f'<figure><img src="{e(p.name)}" alt="radar {e(r.label)}"><figcaption>{e(r.label)}'
-                           f"</figcaption></figure>" for r, p in radars)
+    radar_imgs = "\n".join(
+        f'<figure><img src="{e(p.name)}" alt="radar {e(r.label)}"><figcaption>{e(r.label)}</figcaption></figure>'
+        for r, p in radars
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
@@ -375,15 +480,44 @@ Lower is better for every column except UAR.</p>
 def _markdown(title, source, rows, recs, pareto_png, overlay_png, radars) -> str:
     def table(header, body):
         esc = [[str(c).replace("|", "\\|") for c in row] for row in body]
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                          *("| " + " | ".join(row) + " |" for row in esc)])
+        return "\n".join(
+            [
+                "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header),
+                *("| " + " | ".join(row) + " |" for row in esc),
+            ]
+        )
 
-    lines = [f"# {title}", "", f"Source: {source}. {len(rows)} configuration(s){_set_aside_text(rows)}.", "", "## Trust metrics (Table 4 layout)",
-             "", INTERVAL_NOTE, "", VERDICT_NOTE, "", table(_header(rows), _table_rows(rows)), "", "## Scenario picks",
-             "", RULE_NOTE, "",
-             table(REC_HEADER, [_rec_cells(n, r) for n, r in recs.items()]), "",
-             "## Pareto front", "", f"![Pareto front]({pareto_png.name})", "", "## Trust profiles", "",
-             NORMALISATION_NOTE, "", f"![radar overlay]({overlay_png.name})", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"Source: {source}. {len(rows)} configuration(s){_set_aside_text(rows)}.",
+        "",
+        "## Trust metrics (Table 4 layout)",
+        "",
+        INTERVAL_NOTE,
+        "",
+        VERDICT_NOTE,
+        "",
+        table(_header(rows), _table_rows(rows)),
+        "",
+        "## Scenario picks",
+        "",
+        RULE_NOTE,
+        "",
+        table(REC_HEADER, [_rec_cells(n, r) for n, r in recs.items()]),
+        "",
+        "## Pareto front",
+        "",
+        f"![Pareto front]({pareto_png.name})",
+        "",
+        "## Trust profiles",
+        "",
+        NORMALISATION_NOTE,
+        "",
+        f"![radar overlay]({overlay_png.name})",
+        "",
+    ]
     lines += [f"![{r.label}]({p.name})" for r, p in radars]
     return "\n".join(lines) + "\n"
 

@@ -67,8 +67,9 @@ def feature_memory_gib(setting: str | float | None) -> str | float:
     except ValueError:
         gib = float("nan")
     if not gib >= 0:
-        raise ConfigError(f"feature_memory must be one of {', '.join(FEATURE_MEMORY)} or a number of GiB >= 0, "
-                          f"got '{setting}'")
+        raise ConfigError(
+            f"feature_memory must be one of {', '.join(FEATURE_MEMORY)} or a number of GiB >= 0, got '{setting}'"
+        )
     return gib
 
 

@@ -47,8 +47,10 @@ def corpus_table(index: CorpusIndex, config: RunConfig) -> CorpusTable:
 
     from trustser.features import clip_digest
 
-    rows = [(cid, str(clip.path), clip.speaker, clip.gender or "", clip.emotion, clip_digest(clip.path))
-            for cid, clip in sorted(index.clips.items())]
+    rows = [
+        (cid, str(clip.path), clip.speaker, clip.gender or "", clip.emotion, clip_digest(clip.path))
+        for cid, clip in sorted(index.clips.items())
+    ]
     frame = pd.DataFrame(rows, columns=list(CLIP_COLUMNS))
     for fold in index.folds:
         where = {cid: part for part, ids in fold.partitions().items() for cid in ids}
@@ -107,6 +109,5 @@ def log_fold_inputs(corpus: CorpusTable, fold: Fold) -> None:
     datasets = []
     for part, ids in parts.items():
         frame = corpus.subset(ids, part)
-        datasets.append(mlflow_dataset(frame, f"{corpus.name}/{fold.name}/{part}", corpus.source,
-                                       table_digest(frame)))
+        datasets.append(mlflow_dataset(frame, f"{corpus.name}/{fold.name}/{part}", corpus.source, table_digest(frame)))
     mlflow.log_inputs(datasets, contexts=list(parts), tags_list=[None] * len(parts))

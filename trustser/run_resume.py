@@ -69,9 +69,13 @@ def mark_dead_runs(chash: str, current_id: str) -> list[str]:
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(current_id).info.experiment_id
-    running = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{CONFIG_HASH_TAG}` = '{chash}' and tags.`{RESUMABLE_TAG}` = 'true' and attributes.status = 'RUNNING'"),
-        max_results=1000)
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{CONFIG_HASH_TAG}` = '{chash}' and tags.`{RESUMABLE_TAG}` = 'true' and attributes.status = 'RUNNING'"
+        ),
+        max_results=1000,
+    )
     marked: list[str] = []
     for run in sorted(running, key=lambda r: r.data.tags.get(KIND_TAG) != "experiment"):  # parents: whole trees
         tags = run.data.tags
@@ -79,20 +83,28 @@ def mark_dead_runs(chash: str, current_id: str) -> list[str]:
             continue
         state = tracking.process_state(tags)
         if state == "dead":
-            reason = (f"its process (pid {tags.get(tracking.PID_TAG)} on {tags.get(tracking.HOST_TAG)}) died; run "
-                      f"{current_id} of the same configuration ({chash}) resumes it and reuses its finished folds")
+            reason = (
+                f"its process (pid {tags.get(tracking.PID_TAG)} on {tags.get(tracking.HOST_TAG)}) died; run "
+                f"{current_id} of the same configuration ({chash}) resumes it and reuses its finished folds"
+            )
             marked += tracking.kill_run_tree(client, run, experiment_id, reason, finished_too=False)
         elif state == "unknown":
-            log.warning("run %s of this configuration is RUNNING on host %s, which cannot be checked from here: left "
-                        "as it is, and its folds are not reused", run.info.run_id, tags.get(tracking.HOST_TAG, "?"))
+            log.warning(
+                "run %s of this configuration is RUNNING on host %s, which cannot be checked from here: left "
+                "as it is, and its folds are not reused",
+                run.info.run_id,
+                tags.get(tracking.HOST_TAG, "?"),
+            )
     if marked:
-        log.warning("marked %d MLflow run(s) of a dead run of this configuration KILLED: %s", len(marked),
-                    ", ".join(marked))
+        log.warning(
+            "marked %d MLflow run(s) of a dead run of this configuration KILLED: %s", len(marked), ", ".join(marked)
+        )
     return marked
 
 
-def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: Any,
-                 parent_id: str) -> dict[str, FoldResult]:
+def resume_folds(
+    key: str, fold_names: list[str], config: RunConfig, backbone: Any, parent_id: str
+) -> dict[str, FoldResult]:
     """The finished folds of an interrupted run with resume key ``key``, moved under ``parent_id`` and read back
     (see the module docstring); fold name → FoldResult."""
     import mlflow
@@ -101,9 +113,14 @@ def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: A
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
-    found = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{RESUME_KEY_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'fold' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.end_time DESC"], max_results=1000)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{RESUME_KEY_TAG}` = '{key}' and tags.`{KIND_TAG}` = 'fold' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.end_time DESC"],
+        max_results=1000,
+    )
     parents: dict[str, Any] = {}
 
     def interrupted(old: str) -> bool:
@@ -113,8 +130,12 @@ def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: A
             except Exception:  # the parent is gone from the store
                 parents[old] = None
         parent = parents.get(old)
-        return (old != parent_id and parent is not None and parent.info.lifecycle_stage == "active"
-                and parent.info.status in ("KILLED", "FAILED"))
+        return (
+            old != parent_id
+            and parent is not None
+            and parent.info.lifecycle_stage == "active"
+            and parent.info.status in ("KILLED", "FAILED")
+        )
 
     out: dict[str, FoldResult] = {}
     moved_from: dict[str, str] = {}  # fold name → the interrupted parent it is reused from
@@ -130,8 +151,10 @@ def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: A
                 continue
             except Exception as exc:
                 log.warning("cannot reuse finished %s (run %s): %s; computing it again", name, run.info.run_id, exc)
-                reason = (f"its resume artifacts could not be read ({type(exc).__name__}: {exc}); run {parent_id} "
-                          f"computes {name} again")
+                reason = (
+                    f"its resume artifacts could not be read ({type(exc).__name__}: {exc}); run {parent_id} "
+                    f"computes {name} again"
+                )
         tracking.kill_run_tree(client, run, experiment_id, reason)
     for name, result in out.items():
         client.set_tag(result.run_id, "trustser.reparented_from", moved_from[name])
@@ -140,8 +163,12 @@ def resume_folds(key: str, fold_names: list[str], config: RunConfig, backbone: A
     for old in old_parents:
         client.set_tag(old, "trustser.resumed_by", parent_id)
     if out:
-        mlflow.set_tags({"trustser.reused_folds": ", ".join(f"{n}={r.run_id}" for n, r in sorted(out.items())),
-                         "trustser.resumes_run": ", ".join(old_parents)})
+        mlflow.set_tags(
+            {
+                "trustser.reused_folds": ", ".join(f"{n}={r.run_id}" for n, r in sorted(out.items())),
+                "trustser.resumes_run": ", ".join(old_parents),
+            }
+        )
         log.warning("resuming run(s) %s: reusing finished %s", ", ".join(old_parents), ", ".join(sorted(out)))
     return out
 
@@ -155,12 +182,19 @@ def log_fold_state(result: FoldResult) -> None:
     from trustser import tracking
 
     train = result.train
-    state = {"format": RESUME_FORMAT, "fold": result.fold,
-             "metrics": {k: float(v) for k, v in result.metrics.items()},
-             "train": {"best_epoch": int(train.best_epoch), "best_val_uar": float(train.best_val_uar),
-                       "history": [{k: float(v) for k, v in h.items()} for h in train.history],
-                       "steps": int(train.steps), "stop_reason": train.stop_reason},
-             "outcomes": outcomes_to_json(result.outcomes) if result.outcomes is not None else None}
+    state = {
+        "format": RESUME_FORMAT,
+        "fold": result.fold,
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        "train": {
+            "best_epoch": int(train.best_epoch),
+            "best_val_uar": float(train.best_val_uar),
+            "history": [{k: float(v) for k, v in h.items()} for h in train.history],
+            "steps": int(train.steps),
+            "stop_reason": train.stop_reason,
+        },
+        "outcomes": outcomes_to_json(result.outcomes) if result.outcomes is not None else None,
+    }
     tracking.log_json(state, f"{RESUME_DIR}/fold_result.json")
     with tracking.artifact_dir() as tmp:
         path = tmp / "head.safetensors"
@@ -183,8 +217,9 @@ def load_fold_state(client: Any, run: Any, config: RunConfig, backbone: Any) -> 
     if config.unfreeze_top:
         from trustser.finetune import build_finetune_model
 
-        head = build_finetune_model(backbone, config.unfreeze_top, len(EMOTIONS), config.train.width,
-                                    config.train.pooling)
+        head = build_finetune_model(
+            backbone, config.unfreeze_top, len(EMOTIONS), config.train.width, config.train.pooling
+        )
     else:  # sized from the stored statistics, as train_head sizes it from the features
         from trustser.head import EmotionHead
 
@@ -202,8 +237,11 @@ def outcomes_to_json(outcomes: TestOutcomes) -> dict[str, Any]:
     out = {}
     for name in TestOutcomes.__dataclass_fields__:
         array = np.asarray(getattr(outcomes, name))
-        out[name] = {"dtype": "object" if array.dtype == object else array.dtype.str, "shape": list(array.shape),
-                     "values": array.ravel().tolist()}
+        out[name] = {
+            "dtype": "object" if array.dtype == object else array.dtype.str,
+            "shape": list(array.shape),
+            "values": array.ravel().tolist(),
+        }
     return out
 
 

@@ -68,12 +68,16 @@ def find_pg_binary(name: str) -> Path:
     found = shutil.which(name)
     if found:
         return Path(found)
-    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
     if versions:
         return versions[-1]
-    raise ServiceError(f"PostgreSQL's `{name}` not found on PATH or in /usr/lib/postgresql/*/bin: install the server "
-                       "(Debian/Ubuntu: apt-get install -y postgresql) or use an existing PostgreSQL (docs/scale-out.md)")
+    raise ServiceError(
+        f"PostgreSQL's `{name}` not found on PATH or in /usr/lib/postgresql/*/bin: install the server "
+        "(Debian/Ubuntu: apt-get install -y postgresql) or use an existing PostgreSQL (docs/scale-out.md)"
+    )
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -169,8 +173,10 @@ def _pg_account(config: ServiceConfig) -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise ServiceError(f"PostgreSQL refuses to run as root and there is no user '{name}' to run it: create one "
-                           f"(useradd --system {name}), pass --pg-user, or start the services as another user") from None
+        raise ServiceError(
+            f"PostgreSQL refuses to run as root and there is no user '{name}' to run it: create one "
+            f"(useradd --system {name}), pass --pg-user, or start the services as another user"
+        ) from None
     if entry.pw_uid == 0:
         raise ServiceError(f"--pg-user {name} is root; PostgreSQL refuses to run as root")
     return entry.pw_uid, entry.pw_gid
@@ -189,8 +195,10 @@ def _check_reachable(path: Path, account: tuple[int, int]) -> None:
         st = folder.stat()
         if st.st_uid == uid or st.st_mode & 0o001 or (st.st_gid == gid and st.st_mode & 0o010):
             continue
-        raise ServiceError(f"the PostgreSQL user (uid {uid}) cannot enter {folder} (mode {oct(st.st_mode & 0o777)}): "
-                           "choose a --dir outside it (e.g. under /srv or /tmp)")
+        raise ServiceError(
+            f"the PostgreSQL user (uid {uid}) cannot enter {folder} (mode {oct(st.st_mode & 0o777)}): "
+            "choose a --dir outside it (e.g. under /srv or /tmp)"
+        )
 
 
 def _clean_env() -> dict[str, str]:
@@ -247,8 +255,10 @@ class Services:
         allow = tuple(str(ipaddress.ip_network(a, strict=False)) for a in config.allow)
         for name in ("postgres", "mlflow"):
             if self.running(name):
-                raise ServiceError(f"{name} already runs from {self.dir} (pid {self.pid(name)}); "
-                                   f"`trustser services stop --dir {self.dir}` first")
+                raise ServiceError(
+                    f"{name} already runs from {self.dir} (pid {self.pid(name)}); "
+                    f"`trustser services stop --dir {self.dir}` first"
+                )
         self.dir.mkdir(parents=True, exist_ok=True)
         account = _pg_account(config)
         if account is not None:
@@ -273,16 +283,27 @@ class Services:
             self._create_databases(local, pg_port, password)
             url = f"postgresql+psycopg://{ROLE}:{password}@{local}:{pg_port}"
             info: dict[str, Any] = {
-                "directory": str(self.dir), "host": host,
-                "postgres": {"pid": self.pid("postgres"), "port": pg_port, "data": str(self.pgdata),
-                             "log": str(self.dir / "postgres.log")},
-                "storage": f"{url}/optuna", "mlflow_backend_store": f"{url}/mlflow",
+                "directory": str(self.dir),
+                "host": host,
+                "postgres": {
+                    "pid": self.pid("postgres"),
+                    "port": pg_port,
+                    "data": str(self.pgdata),
+                    "log": str(self.dir / "postgres.log"),
+                },
+                "storage": f"{url}/optuna",
+                "mlflow_backend_store": f"{url}/mlflow",
             }
             if mlflow:
                 tracking = self._start_mlflow(host, local, ml_port, f"{url}/mlflow", config.timeout_s)
                 started.append("mlflow")
-                info["mlflow"] = {"pid": self.pid("mlflow"), "port": ml_port, "url": tracking,
-                                  "artifacts": str(self.dir / "artifacts"), "log": str(self.dir / "mlflow.log")}
+                info["mlflow"] = {
+                    "pid": self.pid("mlflow"),
+                    "port": ml_port,
+                    "url": tracking,
+                    "artifacts": str(self.dir / "artifacts"),
+                    "log": str(self.dir / "mlflow.log"),
+                }
                 info["tracking_uri"] = tracking
             _write_private(self.info_file, json.dumps(info, indent=1))
             return info
@@ -309,11 +330,23 @@ class Services:
             os.chown(self.pgdata, *account)
             os.chown(pwfile, *account)
         try:
-            command = [str(find_pg_binary("initdb")), "-D", str(self.pgdata), "-U", ROLE, f"--pwfile={pwfile}",
-                       "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C",
-                       "--no-instructions"]
-            done = subprocess.run(command, cwd=self.dir, env=_clean_env(), capture_output=True, text=True,
-                                  **_as_account(account))
+            command = [
+                str(find_pg_binary("initdb")),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                ROLE,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=peer",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]
+            done = subprocess.run(
+                command, cwd=self.dir, env=_clean_env(), capture_output=True, text=True, **_as_account(account)
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
@@ -327,8 +360,13 @@ class Services:
         if include not in conf.read_text():
             with open(conf, "a") as f:
                 f.write(f"\n{include}\n")
-        lines = [f"listen_addresses = '{host}'", f"port = {port}", "unix_socket_directories = ''",
-                 "max_connections = 200", "password_encryption = 'scram-sha-256'"]
+        lines = [
+            f"listen_addresses = '{host}'",
+            f"port = {port}",
+            "unix_socket_directories = ''",
+            "max_connections = 200",
+            "password_encryption = 'scram-sha-256'",
+        ]
         if not durable:
             lines += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         (self.pgdata / "trustser.conf").write_text("\n".join(lines) + "\n")
@@ -345,9 +383,16 @@ class Services:
     def _start_postgres(self, account) -> None:
         log = _open_log(self.dir / "postgres.log")
         try:
-            process = subprocess.Popen([str(find_pg_binary("postgres")), "-D", str(self.pgdata)], cwd=self.pgdata,
-                                       env=_clean_env(), stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True, **_as_account(account))
+            process = subprocess.Popen(
+                [str(find_pg_binary("postgres")), "-D", str(self.pgdata)],
+                cwd=self.pgdata,
+                env=_clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **_as_account(account),
+            )
         finally:
             log.close()
         (self.dir / "postgres.pid").write_text(f"{process.pid}\n")
@@ -358,21 +403,25 @@ class Services:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                psycopg.connect(host=host, port=port, user=ROLE, password=password, dbname="postgres",
-                                connect_timeout=3).close()
+                psycopg.connect(
+                    host=host, port=port, user=ROLE, password=password, dbname="postgres", connect_timeout=3
+                ).close()
                 return
             except psycopg.OperationalError as exc:
                 if not self.running("postgres") or time.monotonic() > deadline:
-                    raise ServiceError(f"PostgreSQL did not come up on {host}:{port} ({str(exc).strip()[:200]}); "
-                                       f"its log ends:\n{_tail(self.dir / 'postgres.log')}") from None
+                    raise ServiceError(
+                        f"PostgreSQL did not come up on {host}:{port} ({str(exc).strip()[:200]}); "
+                        f"its log ends:\n{_tail(self.dir / 'postgres.log')}"
+                    ) from None
                 time.sleep(0.2)
 
     def _create_databases(self, host: str, port: int, password: str) -> None:
         import psycopg
         from psycopg import sql
 
-        with psycopg.connect(host=host, port=port, user=ROLE, password=password, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host=host, port=port, user=ROLE, password=password, dbname="postgres", autocommit=True
+        ) as conn:
             existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
             for name in DATABASES:
                 if name not in existing:
@@ -381,16 +430,39 @@ class Services:
     def _start_mlflow(self, host: str, local: str, port: int, backend: str, timeout: float) -> str:
         artifacts = self.dir / "artifacts"
         artifacts.mkdir(mode=0o700, exist_ok=True)
-        command = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", str(artifacts),
-                   "--serve-artifacts", "--host", host, "--port", str(port), "--workers", "1"]
-        env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend,  # not on the command line: it holds the password
-               # no background job runner (GenAI evaluation jobs, trace rollups): seven more processes, unused here
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--artifacts-destination",
+            str(artifacts),
+            "--serve-artifacts",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        env = {
+            **os.environ,
+            "MLFLOW_BACKEND_STORE_URI": backend,  # not on the command line: it holds the password
+            # no background job runner (GenAI evaluation jobs, trace rollups): seven more processes, unused here
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         log = _open_log(self.dir / "mlflow.log")
         try:
-            process = subprocess.Popen(command, cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                cwd=self.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         (self.dir / "mlflow.pid").write_text(f"{process.pid}\n")
@@ -410,9 +482,11 @@ class Services:
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise ServiceError(f"the MLflow server did not answer {url} "
-                                   f"({'exited ' + str(process.returncode) if process.poll() is not None else 'timed out'}); "
-                                   f"its log ends:\n{_tail(self.dir / 'mlflow.log')}")
+                raise ServiceError(
+                    f"the MLflow server did not answer {url} "
+                    f"({'exited ' + str(process.returncode) if process.poll() is not None else 'timed out'}); "
+                    f"its log ends:\n{_tail(self.dir / 'mlflow.log')}"
+                )
             time.sleep(0.3)
 
     # -- stop, status ---------------------------------------------------------------------------------------------
@@ -453,8 +527,11 @@ class Services:
         info = self.info
         out: dict[str, Any] = {"directory": str(self.dir)}
         for name in ("postgres", "mlflow"):
-            out[name] = {"pid": self.pid(name), "running": self.running(name),
-                         "port": (info.get(name) or {}).get("port")}
+            out[name] = {
+                "pid": self.pid(name),
+                "running": self.running(name),
+                "port": (info.get(name) or {}).get("port"),
+            }
         if info.get("tracking_uri"):
             out["tracking_uri"] = info["tracking_uri"]
         if info.get("storage"):

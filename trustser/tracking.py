@@ -56,7 +56,7 @@ def sqlite_artifact_location(uri: str) -> str | None:
     runs started from another directory do not scatter its artifacts."""
     if not uri.startswith("sqlite:///"):
         return None
-    database = Path(uri[len("sqlite:///"):])
+    database = Path(uri[len("sqlite:///") :])
     if str(database) in ("", ":memory:"):
         return None
     return (database.resolve().parent / "mlartifacts").as_uri()
@@ -114,7 +114,6 @@ def artifact_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-
 def process_start(pid: int) -> str:
     """What tells this process from a later one that reuses its pid: the boot id and the start time in clock ticks
     since boot (Linux ``/proc``); "" where ``/proc`` is not there (the pid alone is then compared)."""
@@ -123,7 +122,7 @@ def process_start(pid: int) -> str:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces and parentheses
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces and parentheses
     return f"{boot}/{fields[19]}"  # field 22 of stat, starttime
 
 
@@ -150,7 +149,7 @@ def process_state(tags: Mapping[str, str]) -> str:
         pass  # another user's process: it exists
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2:].split()[0] == "Z":
+        if stat[stat.rindex(")") + 2 :].split()[0] == "Z":
             return "dead"
     except OSError:
         pass
@@ -169,8 +168,7 @@ def kill_run_tree(client: Any, run: Any, experiment_id: str, reason: str, finish
     killable = ("RUNNING", "SCHEDULED", "FINISHED") if finished_too else ("RUNNING", "SCHEDULED")
     while stack:
         current = stack.pop()
-        stack += client.search_runs([experiment_id],
-                                    filter_string=f"tags.mlflow.parentRunId = '{current.info.run_id}'")
+        stack += client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{current.info.run_id}'")
         status = current.info.status
         if status in killable:
             if status != "RUNNING":

@@ -37,10 +37,14 @@ class TrainResult:
 
     def summary(self) -> dict[str, float]:
         """What to log about how training went: convergence can be checked from these."""
-        return {"best_epoch": float(self.best_epoch), "best_val_uar": self.best_val_uar,
-                "epochs_run": float(self.epochs_run), "train_steps": float(self.steps),
-                "stopped_early": float(self.stop_reason == "early_stop"),
-                "best_at_last_epoch": float(self.best_epoch == self.epochs_run)}
+        return {
+            "best_epoch": float(self.best_epoch),
+            "best_val_uar": self.best_val_uar,
+            "epochs_run": float(self.epochs_run),
+            "train_steps": float(self.steps),
+            "stopped_early": float(self.stop_reason == "early_stop"),
+            "best_at_last_epoch": float(self.best_epoch == self.epochs_run),
+        }
 
 
 def collate(features: Mapping[str, Tensor], ids: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -73,8 +77,7 @@ def batch_logits(model: nn.Module, features: Mapping[str, Tensor], ids: Sequence
 
 
 @torch.no_grad()
-def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str],
-                   batch_size: int = 64) -> Tensor:
+def predict_logits(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str], batch_size: int = 64) -> Tensor:
     head.eval()
     # sorting by length cuts padding; results are put back in the caller's order
     order = sorted(range(len(ids)), key=lambda i: clip_frames(features, ids[i]))
@@ -92,10 +95,18 @@ def predict(head: nn.Module, features: Mapping[str, Tensor], ids: Sequence[str],
     return predict_logits(head, features, ids, batch_size).argmax(-1).numpy()
 
 
-def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_ids: Sequence[str],
-               val_ids: Sequence[str], num_classes: int, config: TrainConfig = TrainConfig(),
-               progress: bool = False, desc: str = "train", model: nn.Module | None = None,
-               device: torch.device | str | None = None) -> TrainResult:
+def train_head(
+    features: Mapping[str, Tensor],
+    labels: Mapping[str, int],
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    num_classes: int,
+    config: TrainConfig = TrainConfig(),
+    progress: bool = False,
+    desc: str = "train",
+    model: nn.Module | None = None,
+    device: torch.device | str | None = None,
+) -> TrainResult:
     """Adam on cross-entropy; keeps the epoch with the best validation UAR.
 
     ``model`` defaults to a fresh EmotionHead sized from the features; a fine-tuning model (top encoder layers run
@@ -109,8 +120,11 @@ def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     first = features[train_ids[0]]
-    head = model if model is not None else EmotionHead(first.shape[0], first.shape[2], num_classes, config.width,
-                                                       config.pooling)
+    head = (
+        model
+        if model is not None
+        else EmotionHead(first.shape[0], first.shape[2], num_classes, config.width, config.pooling)
+    )
     standardization = None
     if config.standardize:
         standardization = fit_standardization(features, train_ids)  # training clips only: no leakage
@@ -147,8 +161,7 @@ def train_head(features: Mapping[str, Tensor], labels: Mapping[str, int], train_
             break
     head.load_state_dict(best[2])
     head.eval()
-    return TrainResult(head, best[1], best[0], history, len(history) * steps_per_epoch, stop_reason,
-                       standardization)
+    return TrainResult(head, best[1], best[0], history, len(history) * steps_per_epoch, stop_reason, standardization)
 
 
 def standardized_head(model: nn.Module) -> EmotionHead:

@@ -96,9 +96,18 @@ class Backbone(nn.Module):
 def tiny_spec(spec: BackboneSpec, config: dict[str, Any], num_layers: int, hidden_size: int) -> BackboneSpec:
     """``spec`` at toy size (what ``BackboneFamily.tiny`` returns): random weights only, so no weight source is kept
     (a real checkpoint of the full-size architecture would not fit it)."""
-    return dataclasses.replace(spec, name=f"{spec.name}_tiny", config=config, num_layers=num_layers,
-                               hidden_size=hidden_size, paper=None, hf_repo_id=None, hf_cache_file=None,
-                               s3prl_url=None, packaged=None)
+    return dataclasses.replace(
+        spec,
+        name=f"{spec.name}_tiny",
+        config=config,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
+        paper=None,
+        hf_repo_id=None,
+        hf_cache_file=None,
+        s3prl_url=None,
+        packaged=None,
+    )
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:

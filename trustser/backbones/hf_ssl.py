@@ -23,8 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trustser.backbones.base import (Backbone, BackboneFamily, BackboneOutput, BackboneSpec, FrontEndSplit,
-                                     lengths_to_mask, tiny_spec)
+from trustser.backbones.base import (
+    Backbone,
+    BackboneFamily,
+    BackboneOutput,
+    BackboneSpec,
+    FrontEndSplit,
+    lengths_to_mask,
+    tiny_spec,
+)
 from trustser.backbones.top_layers import TopLayers, additive_mask
 from trustser.errors import ConfigError
 
@@ -146,8 +153,9 @@ class WavLMTop(TopLayers):
             # own model does the same); torch warns about the mixed types on every new call site
             warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask")
             for offset, layer in enumerate(self.layers):
-                x, bias = layer(x, attention_mask=attention_mask, position_bias=bias,
-                                index=self.first_layer + offset)[:2]
+                x, bias = layer(x, attention_mask=attention_mask, position_bias=bias, index=self.first_layer + offset)[
+                    :2
+                ]
                 states.append(x)
         return states
 
@@ -177,13 +185,22 @@ class TransformersSslFamily(BackboneFamily):
             return WavLMTop(backbone, k)
         if layer_kind == f"{class_prefix(backbone.spec.config['model_type'])}EncoderLayer":
             return PostLnTop(backbone, k)
-        raise ConfigError(f"fine-tuning is not supported for {backbone.spec.name}: encoder layers of type "
-                          f"{layer_kind}; the ssl family fine-tunes post-LN encoder layers (wav2vec 2.0, HuBERT, "
-                          "WavLM Base)")
+        raise ConfigError(
+            f"fine-tuning is not supported for {backbone.spec.name}: encoder layers of type "
+            f"{layer_kind}; the ssl family fine-tunes post-LN encoder layers (wav2vec 2.0, HuBERT, "
+            "WavLM Base)"
+        )
 
     def tiny(self, spec: BackboneSpec) -> BackboneSpec:
         conv_layers = len(spec.config["conv_dim"])
-        config = {**spec.config, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                  "intermediate_size": 64, "conv_dim": [32] * conv_layers, "num_conv_pos_embeddings": 16,
-                  "num_conv_pos_embedding_groups": 2}
+        config = {
+            **spec.config,
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "conv_dim": [32] * conv_layers,
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        }
         return tiny_spec(spec, config, num_layers=2, hidden_size=32)

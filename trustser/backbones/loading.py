@@ -18,8 +18,14 @@ RANDOM_WARNING = (
 )
 
 
-def load_backbone(name: str, weights: str | None = None, random_init: bool = False, seed: int = 0,
-                  source: WeightsSource | None = None, offline: bool | None = None) -> tuple[Backbone, WeightsSource]:
+def load_backbone(
+    name: str,
+    weights: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    source: WeightsSource | None = None,
+    offline: bool | None = None,
+) -> tuple[Backbone, WeightsSource]:
     """``offline`` None reads HF_HUB_OFFLINE (see trustser.backbones.weights for the resolution order)."""
     spec = get_backbone_spec(name)
     source = source or resolve_weights(spec, weights, random_init, seed, offline)

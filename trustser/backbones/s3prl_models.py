@@ -27,8 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trustser.backbones.base import (Backbone, BackboneFamily, BackboneOutput, BackboneSpec, FrontEndSplit,
-                                     lengths_to_mask, tiny_spec)
+from trustser.backbones.base import (
+    Backbone,
+    BackboneFamily,
+    BackboneOutput,
+    BackboneSpec,
+    FrontEndSplit,
+    lengths_to_mask,
+    tiny_spec,
+)
 from trustser.backbones.top_layers import TopLayers
 from trustser.errors import ConfigError
 from trustser.paths import write_atomically
@@ -40,7 +47,9 @@ def s3prl_kind(spec: BackboneSpec) -> str:
 
 
 class S3prlBackbone(Backbone):
-    def __init__(self, spec: BackboneSpec, expert: nn.Module, layer_stack: Callable[[nn.Module], nn.ModuleList]) -> None:
+    def __init__(
+        self, spec: BackboneSpec, expert: nn.Module, layer_stack: Callable[[nn.Module], nn.ModuleList]
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.expert = expert
@@ -182,6 +191,7 @@ def build_s3prl(spec: BackboneSpec, checkpoint: Path | None, cache: Path | None 
 
 # -- fine-tuning ------------------------------------------------------------------------------------------------------
 
+
 class ApcTop(TopLayers):
     """APC: no input state is exposed (states = the GRU outputs, residual added for layers > 0), so k <= L - 1.
     A unidirectional GRU is causal, so trailing padding never reaches a clip's real frames: no packing is needed."""
@@ -213,8 +223,10 @@ class TeraTop(TopLayers):
     def __init__(self, backbone: Backbone, k: int) -> None:
         encoder = backbone.expert.transformer.model.encoder
         if encoder.pre_layer_norm:
-            raise ConfigError("fine-tuning a pre-LN TERA is not supported: its cached states are layer-normed "
-                              "copies, not the layers' inputs")
+            raise ConfigError(
+                "fine-tuning a pre-LN TERA is not supported: its cached states are layer-normed "
+                "copies, not the layers' inputs"
+            )
         super().__init__(encoder.layer, k, backbone.spec.num_hidden_states)
 
     def run(self, x: Tensor, mask: Tensor) -> list[Tensor]:
@@ -227,6 +239,7 @@ class TeraTop(TopLayers):
 
 
 # -- the family -------------------------------------------------------------------------------------------------------
+
 
 def _apc_expert() -> type:
     from s3prl.upstream.apc.expert import UpstreamExpert
@@ -248,8 +261,13 @@ def _tiny_apc(config: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
 
 
 def _tiny_tera(config: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
-    transformer = {**config["transformer"], "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                   "intermediate_size": 64}
+    transformer = {
+        **config["transformer"],
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     return {**config, "transformer": transformer}, 2, 32
 
 
@@ -266,26 +284,42 @@ class S3prlKind:
     tiny: Callable[[dict[str, Any]], tuple[dict[str, Any], int, int]]  # (config, layers, hidden) at toy size
 
 
-KINDS: dict[str, S3prlKind] = {kind.name: kind for kind in (
-    S3prlKind("apc", expert_class=_apc_expert, random_checkpoint=_random_apc_checkpoint,
-              layer_stack=lambda expert: expert.model.rnn_layers,
-              front_end=lambda expert: expert.preprocessor,  # kaldi fbank + CMVN
-              top=ApcTop, tiny=_tiny_apc),
-    S3prlKind("tera", expert_class=_tera_expert, random_checkpoint=_random_tera_checkpoint,
-              layer_stack=lambda expert: expert.transformer.model.encoder.layer,
-              front_end=lambda expert: expert.transformer.extracter,  # STFT log-mel (+ the MFCC it also computes)
-              top=TeraTop, tiny=_tiny_tera),
-)}
+KINDS: dict[str, S3prlKind] = {
+    kind.name: kind
+    for kind in (
+        S3prlKind(
+            "apc",
+            expert_class=_apc_expert,
+            random_checkpoint=_random_apc_checkpoint,
+            layer_stack=lambda expert: expert.model.rnn_layers,
+            front_end=lambda expert: expert.preprocessor,  # kaldi fbank + CMVN
+            top=ApcTop,
+            tiny=_tiny_apc,
+        ),
+        S3prlKind(
+            "tera",
+            expert_class=_tera_expert,
+            random_checkpoint=_random_tera_checkpoint,
+            layer_stack=lambda expert: expert.transformer.model.encoder.layer,
+            front_end=lambda expert: expert.transformer.extracter,  # STFT log-mel (+ the MFCC it also computes)
+            top=TeraTop,
+            tiny=_tiny_tera,
+        ),
+    )
+}
 RANDOM_CHECKPOINTS: dict[str, Callable[[BackboneSpec], dict[str, Any]]] = {
-    name: kind.random_checkpoint for name, kind in KINDS.items()}
+    name: kind.random_checkpoint for name, kind in KINDS.items()
+}
 
 
 def kind_of(spec: BackboneSpec) -> S3prlKind:
     try:
         return KINDS[s3prl_kind(spec)]
     except KeyError:
-        raise ConfigError(f"backbone '{spec.name}': s3prl_kind '{s3prl_kind(spec)}' is not one trustser runs; "
-                          f"known: {', '.join(KINDS)}") from None
+        raise ConfigError(
+            f"backbone '{spec.name}': s3prl_kind '{s3prl_kind(spec)}' is not one trustser runs; "
+            f"known: {', '.join(KINDS)}"
+        ) from None
 
 
 class S3prlFamily(BackboneFamily):

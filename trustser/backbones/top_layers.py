@@ -22,8 +22,9 @@ from trustser.backbones.base import Backbone
 
 def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     """[B, F] bool → [B, 1, 1, F]: 0 on real frames, the dtype's minimum on padding (as the Whisper backbone)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
-        ~mask, torch.finfo(dtype).min)[:, None, None, :]
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)[
+        :, None, None, :
+    ]
 
 
 def trainable_copy(module: nn.Module) -> nn.Module:
@@ -54,7 +55,7 @@ class TopLayers(nn.Module):
         self.first_layer = len(stack) - k  # index of the first copied layer in the encoder stack
         self.num_states = num_states
         self.input_state = num_states - 1 - k  # cached state index that feeds it
-        self.layers = trainable_copy(nn.ModuleList(stack[self.first_layer:]))
+        self.layers = trainable_copy(nn.ModuleList(stack[self.first_layer :]))
 
     @property
     def k(self) -> int:

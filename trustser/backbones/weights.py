@@ -81,6 +81,7 @@ class WeightsPlan:
 
 # -- settings, read at call time ------------------------------------------------------------------------------------
 
+
 def hf_endpoint() -> str:
     """``HF_ENDPOINT`` now (huggingface_hub's own constant is frozen at its import)."""
     return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
@@ -90,7 +91,8 @@ def hf_hub_cache() -> Path:
     """The Hugging Face cache by huggingface_hub's rule, read now: HF_HUB_CACHE, HUGGINGFACE_HUB_CACHE, HF_HOME/hub,
     $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub."""
     home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface"
+    )
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
     return Path(os.path.expandvars(os.path.expanduser(cache)))
 
@@ -115,6 +117,7 @@ def s3prl_fetch_url(url: str) -> str:
 
 
 # -- local look-ups ------------------------------------------------------------------------------------------------
+
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
@@ -221,6 +224,7 @@ def _download_target(spec: BackboneSpec) -> tuple[str, str] | None:
 
 # -- downloads -----------------------------------------------------------------------------------------------------
 
+
 def _reason(exc: BaseException) -> str:
     """A short, one-line cause: the OS error of a failed connection, the HTTP status, or the message's first line."""
     text = " ".join(str(exc).split())
@@ -229,8 +233,11 @@ def _reason(exc: BaseException) -> str:
         return errno.group(0).strip()
     response = getattr(exc, "response", None)
     if getattr(response, "status_code", None) is not None:
-        hint = {401: ": a token is needed (HF_TOKEN)", 403: ": access refused (gated repo? HF_TOKEN)",
-                404: ": no such repo or file"}
+        hint = {
+            401: ": a token is needed (HF_TOKEN)",
+            403: ": access refused (gated repo? HF_TOKEN)",
+            404: ": no such repo or file",
+        }
         return f"HTTP {response.status_code}{hint.get(response.status_code, '')}"
     if getattr(exc, "code", None) is not None and hasattr(exc, "reason"):  # urllib's HTTPError
         return f"HTTP {exc.code} {exc.reason}"
@@ -254,11 +261,15 @@ def hf_download(spec: BackboneSpec, endpoint: str | None = None, cache: Path | N
     if weights is None or "config.json" not in files:
         raise WeightsNotFoundError(
             f"{endpoint}/{spec.hf_repo_id} has no config.json with {' or '.join(HF_WEIGHT_FILES)}: not a single-file "
-            "transformers checkpoint; download it yourself and pass --weights DIR")
+            "transformers checkpoint; download it yourself and pass --weights DIR"
+        )
     wanted = [name for name in HF_CONFIG_FILES if name in files] + [weights]
     log.info("downloading %s of %s from %s into %s", ", ".join(wanted), spec.hf_repo_id, endpoint, cache)
-    return Path(snapshot_download(spec.hf_repo_id, revision=HF_REVISION, allow_patterns=wanted, endpoint=endpoint,
-                                  cache_dir=cache))
+    return Path(
+        snapshot_download(
+            spec.hf_repo_id, revision=HF_REVISION, allow_patterns=wanted, endpoint=endpoint, cache_dir=cache
+        )
+    )
 
 
 def s3prl_download(spec: BackboneSpec, timeout: float = 60.0) -> Path:
@@ -276,8 +287,10 @@ def s3prl_download(spec: BackboneSpec, timeout: float = 60.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def fetch(tmp: str) -> None:
-        with urlopen(Request(url, headers={"User-Agent": "trustser"}), timeout=timeout) as response, \
-                open(tmp, "wb") as out:
+        with (
+            urlopen(Request(url, headers={"User-Agent": "trustser"}), timeout=timeout) as response,
+            open(tmp, "wb") as out,
+        ):
             expected, written = response.headers.get("Content-Length"), 0
             while block := response.read(1 << 20):
                 out.write(block)
@@ -294,14 +307,21 @@ def s3prl_download(spec: BackboneSpec, timeout: float = 60.0) -> Path:
 
 # -- resolution ------------------------------------------------------------------------------------------------------
 
+
 def _not_found(spec: BackboneSpec, tried: list[str], why: str, advice: str) -> WeightsNotFoundError:
     return WeightsNotFoundError(
         f"no pretrained weights for backbone '{spec.name}'; tried: {'; '.join(tried) or 'nothing local'}; {why}. "
-        + advice)
+        + advice
+    )
 
 
-def resolve_weights(spec: BackboneSpec, weights: str | Path | None = None, random_init: bool = False,
-                    seed: int = 0, offline: bool | None = None) -> WeightsSource:
+def resolve_weights(
+    spec: BackboneSpec,
+    weights: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    offline: bool | None = None,
+) -> WeightsSource:
     """The weights to build ``spec`` from, in the module's order; ``offline`` None reads HF_HUB_OFFLINE."""
     if random_init:
         if weights:
@@ -320,12 +340,17 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | None = None, rando
         return WeightsSource(kind, path, file_digest(path) if path.is_file() else dir_identity(path))
     target = _download_target(spec)
     if target is None:
-        raise _not_found(spec, tried, "nothing to download (the backbone names no repo or URL)",
-                         f"Pass {ALTERNATIVES}.")
+        raise _not_found(
+            spec, tried, "nothing to download (the backbone names no repo or URL)", f"Pass {ALTERNATIVES}."
+        )
     kind, what = target
     if is_offline(offline):
-        raise _not_found(spec, tried, f"offline ({OFFLINE_SWITCH}), so {what} was not downloaded",
-                         f"Go online (unset HF_HUB_OFFLINE, drop --offline) to download it, or pass {ALTERNATIVES}.")
+        raise _not_found(
+            spec,
+            tried,
+            f"offline ({OFFLINE_SWITCH}), so {what} was not downloaded",
+            f"Go online (unset HF_HUB_OFFLINE, drop --offline) to download it, or pass {ALTERNATIVES}.",
+        )
     try:
         if kind == "s3prl_download":
             path = s3prl_download(spec)
@@ -333,9 +358,13 @@ def resolve_weights(spec: BackboneSpec, weights: str | Path | None = None, rando
         path = hf_download(spec)
         return WeightsSource(kind, path, dir_identity(path))
     except (OSError, ValueError) as exc:  # requests/urllib/huggingface_hub errors, a full disk: all OSError/ValueError
-        raise _not_found(spec, tried, f"downloading {what} failed ({_reason(exc)})",
-                         f"Check the network or {S3PRL_URL_BASE_ENV if kind == 's3prl_download' else 'HF_ENDPOINT'}, "
-                         f"or pass {ALTERNATIVES}; {OFFLINE_SWITCH} uses local weights only.") from None
+        raise _not_found(
+            spec,
+            tried,
+            f"downloading {what} failed ({_reason(exc)})",
+            f"Check the network or {S3PRL_URL_BASE_ENV if kind == 's3prl_download' else 'HF_ENDPOINT'}, "
+            f"or pass {ALTERNATIVES}; {OFFLINE_SWITCH} uses local weights only.",
+        ) from None
 
 
 def plan_weights(spec: BackboneSpec, offline: bool | None = None) -> WeightsPlan:
@@ -356,8 +385,9 @@ def plan_weights(spec: BackboneSpec, offline: bool | None = None) -> WeightsPlan
         return WeightsPlan("unavailable", None, None, "not found (use --weights or --random-init)")
     kind, what = target
     if is_offline(offline):
-        return WeightsPlan("unavailable", None, None,
-                           f"not available offline ({OFFLINE_SWITCH}; online it would download {what})")
+        return WeightsPlan(
+            "unavailable", None, None, f"not available offline ({OFFLINE_SWITCH}; online it would download {what})"
+        )
     return WeightsPlan("download", kind, what, f"would download {what}")
 
 

@@ -21,8 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trustser.backbones.base import (Backbone, BackboneFamily, BackboneOutput, BackboneSpec, FrontEndSplit,
-                                     FunctionModule, lengths_to_mask, tiny_spec)
+from trustser.backbones.base import (
+    Backbone,
+    BackboneFamily,
+    BackboneOutput,
+    BackboneSpec,
+    FrontEndSplit,
+    FunctionModule,
+    lengths_to_mask,
+    tiny_spec,
+)
 from trustser.backbones.top_layers import TopLayers, additive_mask, trainable_copy
 from trustser.errors import ConfigError
 
@@ -35,8 +43,13 @@ def whisper_mel_filters(n_mels: int) -> Tensor:
     from transformers.audio_utils import mel_filter_bank
 
     filters = mel_filter_bank(
-        num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n_mels, min_frequency=0.0, max_frequency=8000.0,
-        sampling_rate=16000, norm="slaney", mel_scale="slaney",
+        num_frequency_bins=1 + N_FFT // 2,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=16000,
+        norm="slaney",
+        mel_scale="slaney",
     )
     return torch.from_numpy(filters).float()
 
@@ -163,11 +176,21 @@ class WhisperFamily(BackboneFamily):
     def top_layers(self, backbone: Backbone, k: int) -> TopLayers:
         layer_kind = type(backbone.encoder_layers()[0]).__name__
         if layer_kind != "WhisperEncoderLayer":
-            raise ConfigError(f"fine-tuning is not supported for {backbone.spec.name}: encoder layers of type "
-                              f"{layer_kind}; the whisper family fine-tunes WhisperEncoderLayer")
+            raise ConfigError(
+                f"fine-tuning is not supported for {backbone.spec.name}: encoder layers of type "
+                f"{layer_kind}; the whisper family fine-tunes WhisperEncoderLayer"
+            )
         return WhisperTop(backbone, k)
 
     def tiny(self, spec: BackboneSpec) -> BackboneSpec:
-        config = {**spec.config, "d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 2,
-                  "encoder_ffn_dim": 128, "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 128}
+        config = {
+            **spec.config,
+            "d_model": 64,
+            "encoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 128,
+            "decoder_layers": 1,
+            "decoder_attention_heads": 2,
+            "decoder_ffn_dim": 128,
+        }
         return tiny_spec(spec, config, num_layers=2, hidden_size=64)

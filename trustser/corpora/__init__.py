@@ -9,6 +9,14 @@ from trustser.corpora import emodb  # noqa: F401  (registers)
 from trustser.corpora import crema_d, iemocap, manifest, msp_improv, msp_podcast  # noqa: F401  (register)
 
 __all__ = [
-    "CORPORA", "Clip", "CorpusIndex", "CorpusSpec", "Fold", "Skip",
-    "check_speaker_disjoint", "get_corpus", "load_corpus", "register_corpus",
+    "CORPORA",
+    "Clip",
+    "CorpusIndex",
+    "CorpusSpec",
+    "Fold",
+    "Skip",
+    "check_speaker_disjoint",
+    "get_corpus",
+    "load_corpus",
+    "register_corpus",
 ]

@@ -24,10 +24,15 @@ from trustser.errors import ConfigError, CorpusNotFoundError, TrustserError
 PARTITIONS = ("train", "validation", "test")
 
 SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "validation": "validation", "valid": "validation", "val": "validation",
-    "dev": "validation", "development": "validation",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "development": "validation",
+    "test": "test",
+    "testing": "test",
 }
 """Partition names as corpora and users spell them, mapped to ours."""
 
@@ -53,7 +58,7 @@ def find_first(root: Path, candidates: Sequence[str], corpus: str, what: str, wa
     """
     for candidate in candidates:
         path = root / candidate
-        if (path.is_dir() if want_dir else path.is_file()):
+        if path.is_dir() if want_dir else path.is_file():
             return path
     looked = ", ".join(str(root / c) for c in candidates)
     raise CorpusNotFoundError(f"{corpus}: {what} not found; looked for {looked}")

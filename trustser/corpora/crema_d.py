@@ -107,11 +107,21 @@ def gender_caveats(clips: Mapping[str, Clip], genders: Mapping[str, str | None],
     caveats = []
     for clip in sorted((c for c in clips.values() if c.gender is None), key=lambda c: c.clip_id):
         if clip.speaker in genders:
-            caveats.append(Skip(str(clip.path), "unrecognised_sex", f"actor {clip.speaker}: Sex not Male/Female in "
-                                                                     f"{demographics.name}"))
+            caveats.append(
+                Skip(
+                    str(clip.path),
+                    "unrecognised_sex",
+                    f"actor {clip.speaker}: Sex not Male/Female in {demographics.name}",
+                )
+            )
         else:
-            caveats.append(Skip(str(clip.path), "actor_not_in_demographics",
-                                f"actor {clip.speaker} has no row in {demographics.name}"))
+            caveats.append(
+                Skip(
+                    str(clip.path),
+                    "actor_not_in_demographics",
+                    f"actor {clip.speaker} has no row in {demographics.name}",
+                )
+            )
     return caveats
 
 
@@ -119,8 +129,12 @@ def read_labels(root: Path, source: str) -> tuple[dict[str, str] | None, list[Sk
     """File name → raw label (a vote string, or the EMO code for ``intended``); None means "use what is on disk"."""
     if source == "intended":
         return read_sentence_list(root)
-    table = find_first(root, SUMMARY_TABLE, "CREMA-D", f"summaryTable.csv (needed by label_source={source}; "
-                       f"label_source=intended works without it)")
+    table = find_first(
+        root,
+        SUMMARY_TABLE,
+        "CREMA-D",
+        f"summaryTable.csv (needed by label_source={source}; label_source=intended works without it)",
+    )
     rows, skips = read_table(table, {"FileName": ("fileName", "file_name"), VOTE_COLUMNS[source]: ()})
     return {row["FileName"]: row[VOTE_COLUMNS[source]] for _, row in rows}, skips
 

@@ -22,8 +22,16 @@ EMOTION_CODES = {"N": "neutral", "F": "happy", "T": "sad", "W": "angry"}
 OTHER_CODES = {"L": "boredom", "E": "disgust", "A": "fear"}
 
 SPEAKER_GENDER = {
-    "03": "male", "08": "female", "09": "female", "10": "male", "11": "male",
-    "12": "male", "13": "female", "14": "female", "15": "male", "16": "female",
+    "03": "male",
+    "08": "female",
+    "09": "female",
+    "10": "male",
+    "11": "male",
+    "12": "male",
+    "13": "female",
+    "14": "female",
+    "15": "male",
+    "16": "female",
 }  # from the corpus documentation (shared/data/README.md)
 
 FILE_NAME = re.compile(r"^(?P<speaker>\d\d)(?P<text>[ab]\d\d)(?P<emotion>[A-Z])(?P<version>[a-z])\.wav$")

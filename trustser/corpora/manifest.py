@@ -134,7 +134,8 @@ def load_manifest(root: Path, options: Mapping[str, object]) -> CorpusIndex:
     emotions = emotion_table(str(options.get("emotion_map", "") or ""))
     entries = read_manifest(source)
     if any(e.values.get("split") for e in entries if isinstance(e, Entry)) and any(
-            e.values.get("fold") for e in entries if isinstance(e, Entry)):
+        e.values.get("fold") for e in entries if isinstance(e, Entry)
+    ):
         raise MetadataError(f"{source}: give either a split or a fold for the clips, not both")
     collector = ClipCollector()
     caveats: list[Skip] = []
@@ -232,8 +233,10 @@ def read_json(source: Path) -> list[Entry | Skip]:
     elif isinstance(data, list):
         records = ((record_id(r), r) for r in data)
     else:
-        raise MetadataError(f"{source}: expected a JSON object keyed by utterance id (or a list of records), "
-                            f"found {type(data).__name__}")
+        raise MetadataError(
+            f"{source}: expected a JSON object keyed by utterance id (or a list of records), "
+            f"found {type(data).__name__}"
+        )
     return [entry_of(source, f"record {i} ({key})", record) for i, (key, record) in enumerate(records, start=1)]
 
 
@@ -245,8 +248,11 @@ def read_jsonl(source: Path) -> list[Entry | Skip]:
         try:
             record = json.loads(line, object_pairs_hook=_Pairs)
         except json.JSONDecodeError as exc:
-            entries.append(Entry(source, str(line_no), {}).malformed(
-                f"not valid JSON: {exc.msg} (column {exc.colno}): {excerpt(line)}"))
+            entries.append(
+                Entry(source, str(line_no), {}).malformed(
+                    f"not valid JSON: {exc.msg} (column {exc.colno}): {excerpt(line)}"
+                )
+            )
             continue
         entries.append(entry_of(source, str(line_no), record))
     return entries
@@ -290,11 +296,15 @@ def check_fields(source: Path, entries: Sequence[Entry]) -> None:
     seen = {name for entry in entries for name in entry.values}
     for name in REQUIRED:
         if entries and name not in seen:
-            why = (" Speaker-independent folds, the speaker-disjointness check and the speaker probe need the speaker "
-                   "of every clip; add it to each record (EmoBox metadata and SpeechBrain's IEMOCAP JSON have none)."
-                   if name == "speaker" else "")
-            raise MetadataError(f"{source}: no record has a {name!r} field (also accepted: "
-                                f"{', '.join(FIELDS[name])}).{why}")
+            why = (
+                " Speaker-independent folds, the speaker-disjointness check and the speaker probe need the speaker "
+                "of every clip; add it to each record (EmoBox metadata and SpeechBrain's IEMOCAP JSON have none)."
+                if name == "speaker"
+                else ""
+            )
+            raise MetadataError(
+                f"{source}: no record has a {name!r} field (also accepted: {', '.join(FIELDS[name])}).{why}"
+            )
 
 
 # --- one entry → one clip -----------------------------------------------------------------------------------------
@@ -350,7 +360,10 @@ def make_clip(entry: Entry, base: Path, confine: bool, emotions: Mapping[str, st
 
 
 def no_clips_message(
-    source: Path, base: Path, skipped: Sequence[Skip], first: tuple[Entry | Skip, Skip] | None,
+    source: Path,
+    base: Path,
+    skipped: Sequence[Skip],
+    first: tuple[Entry | Skip, Skip] | None,
     unknown_labels: Counter,
 ) -> str:
     """Every skip reason with its count, the first skipped entry with its values, and what to change."""
@@ -358,20 +371,23 @@ def no_clips_message(
         return f"manifest: no usable clips in {source}: it lists no entries"
     counts = Counter(s.reason for s in skipped).most_common()
     entries = "the only entry was" if len(skipped) == 1 else f"all {len(skipped)} entries were"
-    lines = [f"manifest: no usable clips in {source}: {entries} skipped "
-             f"({', '.join(f'{reason} {n}' for reason, n in counts)})"]
+    lines = [
+        f"manifest: no usable clips in {source}: {entries} skipped "
+        f"({', '.join(f'{reason} {n}' for reason, n in counts)})"
+    ]
     if first is not None:
         lines += describe(*first)
     hints = {
         "path_outside_root": f"confine=true keeps only audio under {base}; without it every listed path is read",
         "missing_audio": f"absolute paths are read as listed; relative ones and {{data_root}} are resolved against "
-                         f"{base}: give --corpus-option data_root=DIR when they are relative to another folder",
-        "unknown_label": "labels seen: " + ", ".join(f"{label or '(empty)'} {n}" for label, n in
-                                                    unknown_labels.most_common(6))
-                         + f"; the classes are {', '.join(EMOTIONS)}: map labels with --corpus-option "
-                           f"emotion_map={suggested_map(unknown_labels)} (LABEL=skip leaves a label out)",
+        f"{base}: give --corpus-option data_root=DIR when they are relative to another folder",
+        "unknown_label": "labels seen: "
+        + ", ".join(f"{label or '(empty)'} {n}" for label, n in unknown_labels.most_common(6))
+        + f"; the classes are {', '.join(EMOTIONS)}: map labels with --corpus-option "
+        f"emotion_map={suggested_map(unknown_labels)} (LABEL=skip leaves a label out)",
         "malformed_line": "a .jsonl manifest holds one JSON object per line; one JSON document belongs in a .json file"
-                          if source.suffix.lower() == ".jsonl" else "",
+        if source.suffix.lower() == ".jsonl"
+        else "",
         "segment": "segments of longer files are not supported: cut them into files of their own",
     }
     lines += [f"hint: {hints[reason]}" for reason, _ in counts if hints.get(reason)]
@@ -380,8 +396,13 @@ def no_clips_message(
 
 def suggested_map(labels: Counter) -> str:
     """``hap=happy,neu=neutral`` for abbreviations of the classes (3 letters or more), else the general form."""
-    pairs = [f"{label}={cls}" for label, _ in labels.most_common() if len(label) >= 3
-             for cls in EMOTIONS if cls != label.lower() and cls.startswith(label.lower()[:3])]
+    pairs = [
+        f"{label}={cls}"
+        for label, _ in labels.most_common()
+        if len(label) >= 3
+        for cls in EMOTIONS
+        if cls != label.lower() and cls.startswith(label.lower()[:3])
+    ]
     return ",".join(pairs) if pairs else "LABEL=CLASS,..."
 
 
@@ -390,7 +411,8 @@ def describe(entry: Entry | Skip, skip: Skip) -> list[str]:
     if isinstance(entry, Skip):  # unreadable on its own: its detail (file:line: what is wrong) is all there is
         return [f"first skipped entry, {entry.detail}", f"  skipped as {entry.reason}"]
     why = {"missing_audio": f"no such file {skip.item}", "duplicate": f"{skip.item} is listed before"}.get(
-        skip.reason, skip.detail.removeprefix(f"{entry.where}: "))
+        skip.reason, skip.detail.removeprefix(f"{entry.where}: ")
+    )
     values = ", ".join(f"{name}={entry.values[name]}" for name in FIELDS if name in entry.values)
     return [f"first skipped entry, {entry.where}: {values or 'no known fields'}", f"  skipped as {skip.reason}: {why}"]
 
@@ -420,7 +442,7 @@ MANIFEST = register_corpus(
     CorpusSpec(
         name="manifest",
         description="any corpus described by a manifest: CSV (path, speaker, gender, emotion[, split|fold]), "
-                    "SpeechBrain-style JSON or EmoBox-style JSONL",
+        "SpeechBrain-style JSON or EmoBox-style JSONL",
         loader=load_manifest,
         protocol="the manifest's split or fold, else 5 gender-stratified speaker folds",
     )

@@ -82,9 +82,7 @@ def is_utterance_line(line: str) -> bool:
     return first.upper().startswith("UTD-IMPROV-") or first.lower().endswith(".avi")
 
 
-def parse_consensus_line(
-    audio_base: Path, label_file: Path, line_no: int, line: str
-) -> Clip | Skip:
+def parse_consensus_line(audio_base: Path, label_file: Path, line_no: int, line: str) -> Clip | Skip:
     fields = [f.strip() for f in line.split(";")]
     first = FIRST_FIELD.match(fields[0])
     if not first or len(fields) < 2 or not fields[1]:

@@ -48,7 +48,10 @@ from trustser.corpora.registry import register_corpus
 from trustser.errors import CorpusNotFoundError
 
 LABEL_FILES = (
-    "Labels/labels_consensus.csv", "Labels/labels_concensus.csv", "labels_consensus.csv", "labels_concensus.csv",
+    "Labels/labels_consensus.csv",
+    "Labels/labels_concensus.csv",
+    "labels_consensus.csv",
+    "labels_concensus.csv",
 )
 AUDIO_DIRS = ("Audios", "Audio")
 OPTIONS = ("test_set", "drop_unknown")

@@ -84,6 +84,7 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     cells = [header, *[[str(v) for v in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     numeric = [all(isinstance(row[i], int) for row in rows) if rows else False for i in range(len(header))]
+
     def line(row: list[str]) -> str:
         return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True))
 

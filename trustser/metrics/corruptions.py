@@ -112,8 +112,9 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spectrum * shaping, n)
 
 
-def babble_sources(index: int, speakers: Sequence[Any], talkers: int, seed: int = 0,
-                   clip_id: str = "") -> tuple[int, ...]:
+def babble_sources(
+    index: int, speakers: Sequence[Any], talkers: int, seed: int = 0, clip_id: str = ""
+) -> tuple[int, ...]:
     """Positions (in ``speakers``) of the ``talkers`` clips mixed into clip ``index``'s babble: never a clip of its own
     speaker. Talkers are spread over the other speakers (each used once before any is used twice, in a seeded
     order); within a speaker, distinct clips while there are some. Empty when no other speaker exists."""
@@ -151,8 +152,13 @@ def babble_noise(n: int, sources: Sequence[np.ndarray], rng: np.random.Generator
 
 
 # ------------------------------------------------------------------------------------------ channels
-def telephone(x: np.ndarray, band_rate: int = 8000, highpass_hz: float = 300.0, mu_channels: int = 256,
-              sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def telephone(
+    x: np.ndarray,
+    band_rate: int = 8000,
+    highpass_hz: float = 300.0,
+    mu_channels: int = 256,
+    sample_rate: int = SAMPLE_RATE,
+) -> np.ndarray:
     """A phone line: down to ``band_rate``, high-passed, μ-law companded, back to ``sample_rate``."""
     import torch
     import torchaudio.functional as AF
@@ -188,8 +194,15 @@ def _encode(x: np.ndarray, codec: str, kbps: float, sample_rate: int) -> bytes:
     fmt, subtype = CODECS[codec]
     buffer = io.BytesIO()
     extra = {"bitrate_mode": "CONSTANT"} if codec == "mp3" else {}  # libsndfile's Opus takes no bitrate mode
-    sf.write(buffer, np.asarray(x, dtype=np.float32), sample_rate, format=fmt, subtype=subtype,
-             compression_level=codec_level(codec, kbps, sample_rate), **extra)
+    sf.write(
+        buffer,
+        np.asarray(x, dtype=np.float32),
+        sample_rate,
+        format=fmt,
+        subtype=subtype,
+        compression_level=codec_level(codec, kbps, sample_rate),
+        **extra,
+    )
     return buffer.getvalue()
 
 
@@ -239,8 +252,9 @@ def codec(x: np.ndarray, name: str, kbps: float, sample_rate: int = SAMPLE_RATE)
     return _fit_length(aligned, len(x)), len(data) * 8 / (len(x) / sample_rate) / 1000.0
 
 
-def room_impulse_response(rt60_s: float, drr_db: float, rng: np.random.Generator,
-                          sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def room_impulse_response(
+    rt60_s: float, drr_db: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
     """A unit direct path then an exponentially decaying noise tail (60 dB down at ``rt60_s``) whose energy is
     ``drr_db`` below the direct path's."""
     n = max(2, int(round(rt60_s * sample_rate)))
@@ -302,8 +316,14 @@ class Corruption:
         """Why this corruption cannot run on this machine (a codec libsndfile lacks), or None."""
         return unavailable_reason(self.param("codec")) if self.kind == "codec" else None
 
-    def apply(self, x: np.ndarray, clip_id: str = "", seed: int = 0, others: Sequence[np.ndarray] = (),
-              sources: tuple[int, ...] = ()) -> Corrupted:
+    def apply(
+        self,
+        x: np.ndarray,
+        clip_id: str = "",
+        seed: int = 0,
+        others: Sequence[np.ndarray] = (),
+        sources: tuple[int, ...] = (),
+    ) -> Corrupted:
         """Corrupt one clip. ``others``: the babble talkers' clips (``babble_sources`` of the caller's list, passed
         in ``sources`` to be recorded); babble without them is an error (the caller skips such clips)."""
         x = np.asarray(x, dtype=np.float32).reshape(-1)
@@ -334,33 +354,62 @@ class Corruption:
 
 def _entries() -> list[Corruption]:
     out = []
-    for kind, what in (("white", "white Gaussian noise"), ("pink", "pink (1/f) noise"),
-                       ("babble", "babble: 4 clips of other test speakers, mixed")):
+    for kind, what in (
+        ("white", "white Gaussian noise"),
+        ("pink", "pink (1/f) noise"),
+        ("babble", "babble: 4 clips of other test speakers, mixed"),
+    ):
         for snr in (20, 10, 0):
             params: tuple[tuple[str, Any], ...] = (("snr_db", float(snr)),)
             if kind == "babble":
                 params += (("talkers", 4),)
             out.append(Corruption(f"{kind}_snr{snr}", kind, params, f"{what} at {snr} dB SNR", additive=True))
-    out.append(Corruption("telephone", "telephone", (("band_rate", 8000), ("highpass_hz", 300.0),
-                                                     ("mu_channels", 256)),
-                          "phone line: 8 kHz, 300 Hz high-pass, 8-bit mu-law, back to 16 kHz"))
+    out.append(
+        Corruption(
+            "telephone",
+            "telephone",
+            (("band_rate", 8000), ("highpass_hz", 300.0), ("mu_channels", 256)),
+            "phone line: 8 kHz, 300 Hz high-pass, 8-bit mu-law, back to 16 kHz",
+        )
+    )
     out.append(Corruption("mp3_16kbps", "codec", (("codec", "mp3"), ("kbps", 16.0)), "MP3 (LAME) at 16 kbps CBR"))
     out.append(Corruption("opus_12kbps", "codec", (("codec", "opus"), ("kbps", 12.0)), "Ogg Opus at 12 kbps"))
     for ms in (300, 800):
-        out.append(Corruption(f"reverb_rt60_{ms}ms", "reverb", (("rt60_s", ms / 1000), ("drr_db", 0.0)),
-                              f"synthetic room, RT60 {ms} ms, direct-to-reverberant ratio 0 dB"))
+        out.append(
+            Corruption(
+                f"reverb_rt60_{ms}ms",
+                "reverb",
+                (("rt60_s", ms / 1000), ("drr_db", 0.0)),
+                f"synthetic room, RT60 {ms} ms, direct-to-reverberant ratio 0 dB",
+            )
+        )
     out.append(Corruption("gain_minus20db", "gain", (("db", -20.0),), "20 dB quieter (not clipped)"))
     out.append(Corruption("gain_plus10db", "gain", (("db", 10.0),), "10 dB louder (not clipped)"))
     for pct in (1, 10):
-        out.append(Corruption(f"clipping_{pct}pct", "clipping", (("share", pct / 100),),
-                              f"hard clipping of the loudest {pct} % of the samples"))
+        out.append(
+            Corruption(
+                f"clipping_{pct}pct",
+                "clipping",
+                (("share", pct / 100),),
+                f"hard clipping of the loudest {pct} % of the samples",
+            )
+        )
     return out
 
 
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in _entries()}
 
-STANDARD: tuple[str, ...] = ("white_snr10", "pink_snr10", "babble_snr10", "telephone", "mp3_16kbps", "opus_12kbps",
-                             "reverb_rt60_800ms", "gain_minus20db", "clipping_10pct")
+STANDARD: tuple[str, ...] = (
+    "white_snr10",
+    "pink_snr10",
+    "babble_snr10",
+    "telephone",
+    "mp3_16kbps",
+    "opus_12kbps",
+    "reverb_rt60_800ms",
+    "gain_minus20db",
+    "clipping_10pct",
+)
 """One entry per kind at a moderate severity: what ``--corruptions standard`` runs."""
 
 ALIASES: dict[str, tuple[str, ...]] = {"standard": STANDARD, "all": tuple(CORRUPTIONS)}
@@ -385,5 +434,17 @@ def resolve(names: Sequence[str] | str) -> tuple[Corruption, ...]:
     return tuple(out.values())
 
 
-__all__ = ["ALIASES", "CORRUPTIONS", "STANDARD", "Corrupted", "Corruption", "add_at_snr", "babble_sources",
-           "clip_seed", "get_corruption", "resolve", "snr_db", "unavailable_reason"]
+__all__ = [
+    "ALIASES",
+    "CORRUPTIONS",
+    "STANDARD",
+    "Corrupted",
+    "Corruption",
+    "add_at_snr",
+    "babble_sources",
+    "clip_seed",
+    "get_corruption",
+    "resolve",
+    "snr_db",
+    "unavailable_reason",
+]

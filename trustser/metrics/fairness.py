@@ -240,8 +240,16 @@ def fairness_report(
     n_by_gender = {grp: int(np.sum(g == grp)) for grp in groups}
     if t.size < 2:  # one clip is one gender; fairlearn's MetricFrame also fails on a single sample
         counts = ", ".join(f"{grp}: {n_by_gender[grp]}" for grp in groups)
-        return _nan_report(f"gender gaps need both genders; the evaluated set has {t.size} clip(s) of known gender "
-                           f"({counts}, unknown: {n_unknown})", k, tuple(names), (), n_by_gender, n_unknown, groups)
+        return _nan_report(
+            f"gender gaps need both genders; the evaluated set has {t.size} clip(s) of known gender "
+            f"({counts}, unknown: {n_unknown})",
+            k,
+            tuple(names),
+            (),
+            n_by_gender,
+            n_unknown,
+            groups,
+        )
 
     # The per-class, per-gender table (rates of the genders that are present, fairlearn's values, 0/0 → NaN).
     rates: list[GroupRate] = []

@@ -49,6 +49,7 @@ class TestOutcomes:
 
 def pool(outcomes: Sequence[TestOutcomes]) -> TestOutcomes:
     """All folds' test clips as one test set (speaker ids must identify a speaker across folds)."""
+
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(o, name) for o in outcomes])
 
@@ -64,8 +65,9 @@ def _nan_interval(prefix: str) -> dict[str, float]:
     return {f"{prefix}_ci_low": nan, f"{prefix}_ci_high": nan}
 
 
-def headline_metrics(o: TestOutcomes, n_classes: int, n_resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = 0) -> tuple[dict[str, float], CalibrationReport]:
+def headline_metrics(
+    o: TestOutcomes, n_classes: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> tuple[dict[str, float], CalibrationReport]:
     """Intervals, fairness references and calibration of one test set (see the module docstring for the keys)."""
     out: dict[str, float] = {}
     boot = partial(unc.cluster_bootstrap, n_resamples=n_resamples, seed=seed)
@@ -73,8 +75,10 @@ def headline_metrics(o: TestOutcomes, n_classes: int, n_resamples: int = DEFAULT
     out.update(uar.to_dict("test_uar"))
     known = np.array([g in (unc.FEMALE, unc.MALE) for g in o.genders], dtype=bool)
     fair = {"y_true": o.y_true[known], "y_pred": o.y_pred[known], "gender": unc.gender_codes(o.genders[known])}
-    for name, stat in (("equality_of_odds", unc.equality_of_odds_stat),
-                       ("statistical_parity", unc.statistical_parity_stat)):
+    for name, stat in (
+        ("equality_of_odds", unc.equality_of_odds_stat),
+        ("statistical_parity", unc.statistical_parity_stat),
+    ):
         prefix = f"fairness_{name}"
         if known.any():
             interval = boot(partial(stat, n_classes=n_classes), fair, o.speakers[known])
@@ -99,12 +103,18 @@ def headline_metrics(o: TestOutcomes, n_classes: int, n_resamples: int = DEFAULT
     return out, calibration
 
 
-def _fairness_references(o: TestOutcomes, known: np.ndarray, n_classes: int, n_resamples: int,
-                         seed: int) -> dict[str, float]:
+def _fairness_references(
+    o: TestOutcomes, known: np.ndarray, n_classes: int, n_resamples: int, seed: int
+) -> dict[str, float]:
     """What chance gives on this test set: the speaker-permutation null and the random classifier."""
-    keys = ("fairness_equality_of_odds_null_p95", "fairness_equality_of_odds_p_value",
-            "fairness_statistical_parity_null_p95", "fairness_statistical_parity_p_value",
-            "fairness_equality_of_odds_random_p95", "fairness_statistical_parity_random_p95")
+    keys = (
+        "fairness_equality_of_odds_null_p95",
+        "fairness_equality_of_odds_p_value",
+        "fairness_statistical_parity_null_p95",
+        "fairness_statistical_parity_p_value",
+        "fairness_equality_of_odds_random_p95",
+        "fairness_statistical_parity_random_p95",
+    )
     genders = set(o.genders[known])
     if len(genders) < 2 or n_resamples == 0:
         return {k: float("nan") for k in keys}
@@ -112,5 +122,6 @@ def _fairness_references(o: TestOutcomes, known: np.ndarray, n_classes: int, n_r
     gender = unc.gender_codes(o.genders[known])
     null = unc.fairness_null(y_true, y_pred, gender, spk, n_classes, n_permutations=n_resamples, seed=seed)
     chance = unc.fairness_chance(y_true, gender, None, n_classes, n_sim=n_resamples, seed=seed)
-    return {f"fairness_{k}": v for k, v in {**null.to_dict(), **chance.to_dict()}.items()
-            if f"fairness_{k}" in keys} | {"fairness_null_exact": float(null.exact)}
+    return {
+        f"fairness_{k}": v for k, v in {**null.to_dict(), **chance.to_dict()}.items() if f"fairness_{k}" in keys
+    } | {"fairness_null_exact": float(null.exact)}

@@ -40,8 +40,15 @@ def mean_pooled(features: Mapping[str, Tensor], clip_ids: Sequence[str]) -> np.n
     return np.stack([features[c].float().mean(1).reshape(-1).double().numpy() for c in clip_ids])
 
 
-def linear_reference(features: Mapping[str, Tensor], labels: Mapping[str, int], train_ids: Sequence[str],
-                     test_ids: Sequence[str], n_classes: int, seed: int = 0, max_iter: int = 2000) -> ReferenceResult:
+def linear_reference(
+    features: Mapping[str, Tensor],
+    labels: Mapping[str, int],
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    n_classes: int,
+    seed: int = 0,
+    max_iter: int = 2000,
+) -> ReferenceResult:
     """Fit the reference probe on ``train_ids`` and return its test UAR (see the module docstring)."""
     import warnings
 
@@ -53,13 +60,15 @@ def linear_reference(features: Mapping[str, Tensor], labels: Mapping[str, int], 
     x_train, x_test = mean_pooled(features, train_ids), mean_pooled(features, test_ids)
     y_train = np.array([labels[c] for c in train_ids])
     y_test = np.array([labels[c] for c in test_ids])
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=max_iter,
-                                                               random_state=seed))
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=max_iter, random_state=seed)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the score is what it is; convergence is not the point
         model.fit(x_train, y_train)
-    return ReferenceResult(uar(y_test, model.predict(x_test), n_classes), len(train_ids), len(test_ids),
-                           x_train.shape[1])
+    return ReferenceResult(
+        uar(y_test, model.predict(x_test), n_classes), len(train_ids), len(test_ids), x_train.shape[1]
+    )
 
 
 def reference_warning(head_uar: float, reference_uar: float, margin: float = REFERENCE_MARGIN) -> str | None:
@@ -67,7 +76,9 @@ def reference_warning(head_uar: float, reference_uar: float, margin: float = REF
     if not (np.isfinite(head_uar) and np.isfinite(reference_uar)):
         return None
     if head_uar < reference_uar - margin:
-        return (f"head test UAR {head_uar:.3f} is {reference_uar - head_uar:.3f} below the linear reference "
-                f"{reference_uar:.3f} on the same features (margin {margin}): the head is under-trained or "
-                f"mis-specified for this corpus; its trust metrics describe a weaker model than the features allow")
+        return (
+            f"head test UAR {head_uar:.3f} is {reference_uar - head_uar:.3f} below the linear reference "
+            f"{reference_uar:.3f} on the same features (margin {margin}): the head is under-trained or "
+            f"mis-specified for this corpus; its trust metrics describe a weaker model than the features allow"
+        )
     return None

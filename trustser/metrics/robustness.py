@@ -67,14 +67,15 @@ def _uar_many(y_true: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     return (correct[:, present] / support[present]).mean(axis=1)
 
 
-def chance_reference(y_true: np.ndarray, n_classes: int, class_priors: np.ndarray | None = None, n_sim: int = 1000,
-                     seed: int = 0) -> ChanceReference:
+def chance_reference(
+    y_true: np.ndarray, n_classes: int, class_priors: np.ndarray | None = None, n_sim: int = 1000, seed: int = 0
+) -> ChanceReference:
     """The random models' figures on the clips of ``y_true``; priors: the clips' class shares unless given."""
     t = np.asarray(y_true, dtype=np.int64).reshape(-1)
     if t.size == 0:
         return ChanceReference(float("nan"), float("nan"), 0)
     priors = np.bincount(t, minlength=n_classes) / t.size if class_priors is None else np.asarray(class_priors, float)
-    flip = float(1.0 - np.sum(priors ** 2))
+    flip = float(1.0 - np.sum(priors**2))
     if n_sim < 1:
         return ChanceReference(flip, float("nan"), 0)
     rng = np.random.default_rng(seed)
@@ -106,9 +107,18 @@ def mean_flip_stat(clean: np.ndarray, pred: np.ndarray) -> float:
     return float(np.nanmean(rates)) if np.isfinite(rates).any() else float("nan")
 
 
-def robustness_metrics(names: Sequence[str], y_true: np.ndarray, clean: np.ndarray, pred: np.ndarray,
-                       speakers: np.ndarray, n_classes: int, n_resamples: int = 1000, seed: int = 0,
-                       skipped: Sequence[str] = (), pooled: bool = False) -> dict[str, float]:
+def robustness_metrics(
+    names: Sequence[str],
+    y_true: np.ndarray,
+    clean: np.ndarray,
+    pred: np.ndarray,
+    speakers: np.ndarray,
+    n_classes: int,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    skipped: Sequence[str] = (),
+    pooled: bool = False,
+) -> dict[str, float]:
     """Per-corruption UAR, UAR drop and flip rate with intervals, chance references and verdicts, and the axis.
 
     ``pred`` is clips × corruptions (``NOT_EVALUATED`` where a corruption was not applied); ``skipped`` names the
@@ -146,8 +156,15 @@ def robustness_metrics(names: Sequence[str], y_true: np.ndarray, clean: np.ndarr
         flip_ok = flip_rate_verdict(figures["flip_rate"].value, chance.flip_rate)
         drop_ok = noise_floor_verdict(figures["uar_drop"].value, chance.uar_drop_p95)
         verdict = float("nan") if math.isnan(flip_ok) or math.isnan(drop_ok) else float(flip_ok and drop_ok)
-        out.update({f"{p}_flip_rate_random": chance.flip_rate, f"{p}_uar_drop_random_p95": chance.uar_drop_p95,
-                    f"{p}_flip_rate_pass": flip_ok, f"{p}_uar_drop_pass": drop_ok, f"{p}_pass": verdict})
+        out.update(
+            {
+                f"{p}_flip_rate_random": chance.flip_rate,
+                f"{p}_uar_drop_random_p95": chance.uar_drop_p95,
+                f"{p}_flip_rate_pass": flip_ok,
+                f"{p}_uar_drop_pass": drop_ok,
+                f"{p}_pass": verdict,
+            }
+        )
         verdicts.append(verdict)
     evaluated = [j for j, n in enumerate(names) if n not in skipped]
     axis = boot(mean_flip_stat, {"clean": clean, "pred": pred[:, evaluated]}, speakers) if len(clean) else None
@@ -186,16 +203,31 @@ class RobustnessRun:
     def metrics(self, n_classes: int, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
         """:func:`robustness_metrics` of this run, plus what was measured on the audio (achieved SNR and bitrate)
         and the clean-prediction check."""
-        out = robustness_metrics(self.names, self.y_true, self.clean, self.pred, self.speakers, n_classes,
-                                 n_resamples, seed, tuple(self.skipped))
+        out = robustness_metrics(
+            self.names,
+            self.y_true,
+            self.clean,
+            self.pred,
+            self.speakers,
+            n_classes,
+            n_resamples,
+            seed,
+            tuple(self.skipped),
+        )
         for j, c in enumerate(self.corruptions):
-            for what, values in (("achieved_snr_db", self.achieved_snr_db[:, j]),
-                                 ("bitrate_kbps", self.bitrate_kbps[:, j])):
+            for what, values in (
+                ("achieved_snr_db", self.achieved_snr_db[:, j]),
+                ("bitrate_kbps", self.bitrate_kbps[:, j]),
+            ):
                 finite = values[np.isfinite(values)]
                 if finite.size:
-                    out.update({f"robustness_{c.name}_{what}_mean": float(finite.mean()),
-                                f"robustness_{c.name}_{what}_min": float(finite.min()),
-                                f"robustness_{c.name}_{what}_max": float(finite.max())})
+                    out.update(
+                        {
+                            f"robustness_{c.name}_{what}_mean": float(finite.mean()),
+                            f"robustness_{c.name}_{what}_min": float(finite.min()),
+                            f"robustness_{c.name}_{what}_max": float(finite.max()),
+                        }
+                    )
         out["robustness_clean_uar"] = unc.uar_stat(self.y_true, self.clean, n_classes) if len(self.clean) else math.nan
         if self.given_clean is not None:
             out["robustness_clean_mismatch"] = float(np.sum(self.given_clean != self.clean))
@@ -210,13 +242,20 @@ class RobustnessRun:
             if c.name in self.skipped:
                 continue
             for i, clip in enumerate(self.clip_ids):
-                rows.append({"corruption": c.name, "clip_id": clip, "speaker": self.speakers[i],
-                             "label": int(self.y_true[i]), "clean_pred": int(self.clean[i]),
-                             "pred": int(self.pred[i, j]), "flipped": bool(self.pred[i, j] != self.clean[i])
-                             if self.pred[i, j] != NOT_EVALUATED else None,
-                             "achieved_snr_db": float(self.achieved_snr_db[i, j]),
-                             "bitrate_kbps": float(self.bitrate_kbps[i, j]),
-                             "babble_sources": " ".join(self.sources[c.name][i]) if c.name in self.sources else ""})
+                rows.append(
+                    {
+                        "corruption": c.name,
+                        "clip_id": clip,
+                        "speaker": self.speakers[i],
+                        "label": int(self.y_true[i]),
+                        "clean_pred": int(self.clean[i]),
+                        "pred": int(self.pred[i, j]),
+                        "flipped": bool(self.pred[i, j] != self.clean[i]) if self.pred[i, j] != NOT_EVALUATED else None,
+                        "achieved_snr_db": float(self.achieved_snr_db[i, j]),
+                        "bitrate_kbps": float(self.bitrate_kbps[i, j]),
+                        "babble_sources": " ".join(self.sources[c.name][i]) if c.name in self.sources else "",
+                    }
+                )
         return pd.DataFrame(rows)
 
 
@@ -224,15 +263,22 @@ def _device_of(model: Any):
     import torch
 
     params = getattr(model, "parameters", None)
-    for p in (params() if params else ()):
+    for p in params() if params else ():
         return p.device
     return torch.device("cpu")
 
 
-def evaluate_corruptions(classifier: Any, waves: Sequence[Any], labels: Sequence[int], speakers: Sequence[Any],
-                         corruptions: Sequence[Corruption], clip_ids: Sequence[str] | None = None,
-                         clean_predictions: Sequence[int] | None = None, seed: int = 0,
-                         progress: bool = False) -> RobustnessRun:
+def evaluate_corruptions(
+    classifier: Any,
+    waves: Sequence[Any],
+    labels: Sequence[int],
+    speakers: Sequence[Any],
+    corruptions: Sequence[Corruption],
+    clip_ids: Sequence[str] | None = None,
+    clean_predictions: Sequence[int] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> RobustnessRun:
     """Every clip, clean and under every corruption, through ``classifier`` (waveforms ``[B, T]`` and lengths in,
     logits out: ``trustser.metrics.safety.WaveformClassifier``), one batch per clip.
 
@@ -303,27 +349,61 @@ def evaluate_corruptions(classifier: Any, waves: Sequence[Any], labels: Sequence
             if c.needs_other_speakers and c.name not in skipped:
                 notes[c.name] = "clips whose speaker is the only one in the test set are left out (no babble talker)"
     given = None if clean_predictions is None else np.asarray(clean_predictions, dtype=np.int64)
-    return RobustnessRun(tuple(corruptions), ids, spk, np.asarray(labels, dtype=np.int64), clean, pred, snr, kbps,
-                         sources, skipped, notes, given)
+    return RobustnessRun(
+        tuple(corruptions),
+        ids,
+        spk,
+        np.asarray(labels, dtype=np.int64),
+        clean,
+        pred,
+        snr,
+        kbps,
+        sources,
+        skipped,
+        notes,
+        given,
+    )
 
 
 def outcome_arrays(run: RobustnessRun) -> dict[str, np.ndarray]:
     """The run's per-clip arrays under ``trustser.metrics.headline.TestOutcomes``'s field names (pooled on the
     parent run, kept by a resumed one)."""
-    return {"robustness_speakers": run.speakers, "robustness_y_true": run.y_true, "robustness_clean": run.clean,
-            "robustness_pred": run.pred}
+    return {
+        "robustness_speakers": run.speakers,
+        "robustness_y_true": run.y_true,
+        "robustness_clean": run.clean,
+        "robustness_pred": run.pred,
+    }
 
 
-def pooled_robustness_metrics(outcomes: Any, names: Sequence[str], n_classes: int, n_resamples: int = 1000,
-                              seed: int = 0) -> dict[str, float]:
+def pooled_robustness_metrics(
+    outcomes: Any, names: Sequence[str], n_classes: int, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
     """:func:`robustness_metrics` over pooled ``TestOutcomes`` (every fold's test clips): intervals over all test
     speakers, point values as ``*_pooled``; empty when no fold ran the suite."""
     pred = np.asarray(outcomes.robustness_pred)
     if pred.ndim != 2 or pred.shape[0] == 0 or pred.shape[1] != len(names):
         return {}
-    return robustness_metrics(names, outcomes.robustness_y_true, outcomes.robustness_clean, pred,
-                              outcomes.robustness_speakers, n_classes, n_resamples, seed, pooled=True)
+    return robustness_metrics(
+        names,
+        outcomes.robustness_y_true,
+        outcomes.robustness_clean,
+        pred,
+        outcomes.robustness_speakers,
+        n_classes,
+        n_resamples,
+        seed,
+        pooled=True,
+    )
 
 
-__all__ = ["ChanceReference", "RobustnessRun", "chance_reference", "evaluate_corruptions", "mean_flip_stat",
-           "outcome_arrays", "pooled_robustness_metrics", "robustness_metrics"]
+__all__ = [
+    "ChanceReference",
+    "RobustnessRun",
+    "chance_reference",
+    "evaluate_corruptions",
+    "mean_flip_stat",
+    "outcome_arrays",
+    "pooled_robustness_metrics",
+    "robustness_metrics",
+]

@@ -66,7 +66,9 @@ def describe(verdict: float | None) -> str:
     return "pass" if verdict >= 0.5 else "fail"
 
 
-def pooled_fairness_verdicts(y_true, y_pred, genders, n_classes: int, references: Mapping[str, float]) -> dict[str, float]:
+def pooled_fairness_verdicts(
+    y_true, y_pred, genders, n_classes: int, references: Mapping[str, float]
+) -> dict[str, float]:
     """The gaps over the pooled test clips of all folds (``fairness_<figure>_pooled``) and their verdicts against
     the pooled random references in ``references`` (``fairness_<figure>_random_p95``); clips of unknown gender are
     left out, and with one gender the gaps are NaN."""
@@ -79,7 +81,8 @@ def pooled_fairness_verdicts(y_true, y_pred, genders, n_classes: int, references
     nan = float("nan")
     gaps = (nan, nan)
     if len(set(g[known])) == 2:
-        gaps = unc.fairness_gaps(np.asarray(y_true)[known], np.asarray(y_pred)[known], unc.gender_codes(g[known]),
-                                 n_classes)
+        gaps = unc.fairness_gaps(
+            np.asarray(y_true)[known], np.asarray(y_pred)[known], unc.gender_codes(g[known]), n_classes
+        )
     out = {f"fairness_{figure}_pooled": gap for figure, gap in zip(FAIRNESS_FIGURES, gaps)}
     return out | fairness_verdicts({**references, **out}, suffix="_pooled")

@@ -64,9 +64,13 @@ def study_objectives(study) -> tuple[Objective, ...]:
 
 def _candidate(trial, objectives: Sequence[Objective], study_name: str, pareto: bool | None) -> Candidate:
     row = Candidate(
-        label=config_label(trial.params), params=dict(trial.params),
-        values={o.name: float(v) for o, v in zip(objectives, trial.values)}, trial=trial.number, study=study_name,
-        mlflow_run_id=trial.user_attrs.get("mlflow_run_id"), pareto=pareto,
+        label=config_label(trial.params),
+        params=dict(trial.params),
+        values={o.name: float(v) for o, v in zip(objectives, trial.values)},
+        trial=trial.number,
+        study=study_name,
+        mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
+        pareto=pareto,
         metrics={k: v for k, v in (trial.user_attrs.get("summary") or {}).items() if v is not None},
     )
     return flag_chance_level([row])[0]
@@ -77,8 +81,9 @@ def flag_chance_level(rows: Iterable[Candidate], floor: float | None = None) -> 
     return [replace(r, excluded=chance_level(r, floor)) for r in rows]
 
 
-def set_aside_chance_level(rows: Sequence[Candidate], objectives: Sequence[Objective],
-                           floor: float | None = None) -> list[Candidate]:
+def set_aside_chance_level(
+    rows: Sequence[Candidate], objectives: Sequence[Objective], floor: float | None = None
+) -> list[Candidate]:
     """Flag chance-level rows (``excluded``) and recompute ``pareto``: the others against each other only, so a
     row hidden by a chance-level one comes back; a chance-level row keeps the flag it has among all rows (so that
     lists of the front can still name it as set aside)."""
@@ -114,8 +119,10 @@ def study_rows(study) -> list[Candidate]:
     trials = _distinct(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     # a repeated configuration is on the front when any of its trials is
     front_keys = {t.user_attrs.get("config_hash") for t in study.best_trials} - {None}
-    return [_candidate(t, objectives, study.study_name,
-                       t.number in front or t.user_attrs.get("config_hash") in front_keys) for t in trials]
+    return [
+        _candidate(t, objectives, study.study_name, t.number in front or t.user_attrs.get("config_hash") in front_keys)
+        for t in trials
+    ]
 
 
 def dominates(a: Candidate, b: Candidate, objectives: Sequence[Objective]) -> bool:
@@ -145,11 +152,15 @@ def non_dominated(rows: Sequence[Candidate], objectives: Sequence[Objective]) ->
 
 
 def front_to_json(rows: Sequence[Candidate], objectives: Sequence[Objective], **extra: Any) -> str:
-    return json.dumps({
-        **extra,
-        "objectives": [{"name": o.name, "key": o.key, "direction": o.direction} for o in objectives],
-        "rows": [r.to_dict() for r in rows],
-    }, indent=2, default=str)
+    return json.dumps(
+        {
+            **extra,
+            "objectives": [{"name": o.name, "key": o.key, "direction": o.direction} for o in objectives],
+            "rows": [r.to_dict() for r in rows],
+        },
+        indent=2,
+        default=str,
+    )
 
 
 def front_to_csv(rows: Sequence[Candidate], objectives: Sequence[Objective]) -> str:
@@ -159,12 +170,32 @@ def front_to_csv(rows: Sequence[Candidate], objectives: Sequence[Objective]) -> 
     from trustser.tracking import csv_text
 
     param_names = list(dict.fromkeys(k for r in rows for k in r.params))
-    header = ["trial", "label", *param_names, *(o.name for o in objectives), "pareto", "study", "mlflow_run_id",
-              "excluded"]
-    return csv_text(header, ([r.trial if r.trial is not None else "", r.label,
-                              *(r.params.get(k, "") for k in param_names), *(repr(r.value(o.name)) for o in objectives),
-                              "" if r.pareto is None else str(bool(r.pareto)).lower(), r.study or "",
-                              r.mlflow_run_id or "", r.excluded or ""] for r in rows))
+    header = [
+        "trial",
+        "label",
+        *param_names,
+        *(o.name for o in objectives),
+        "pareto",
+        "study",
+        "mlflow_run_id",
+        "excluded",
+    ]
+    return csv_text(
+        header,
+        (
+            [
+                r.trial if r.trial is not None else "",
+                r.label,
+                *(r.params.get(k, "") for k in param_names),
+                *(repr(r.value(o.name)) for o in objectives),
+                "" if r.pareto is None else str(bool(r.pareto)).lower(),
+                r.study or "",
+                r.mlflow_run_id or "",
+                r.excluded or "",
+            ]
+            for r in rows
+        ),
+    )
 
 
 def load_front(path: str | Path) -> tuple[list[Candidate], tuple[Objective, ...]]:
@@ -191,18 +222,24 @@ def pareto_figure(rows: Sequence[Candidate], objectives: Sequence[Objective], ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(objectives) for b in objectives[i + 1 :]]
     if not pairs:  # one objective: its values, best first
         pairs = [(objectives[0], None)]
     ncols = min(len(pairs), 5)
     nrows = math.ceil(len(pairs) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.5 * nrows), dpi=90, squeeze=False)
-    for ax in axes.flat[len(pairs):]:
+    for ax in axes.flat[len(pairs) :]:
         ax.axis("off")
-    groups = (("dominated", lambda r: not r.pareto and not r.excluded, dict(c="0.7", s=14), "0.8"),
-              ("Pareto front", lambda r: bool(r.pareto) and not r.excluded,
-               dict(c="tab:red", s=26, edgecolors="k"), "tab:red"),
-              ("chance level (set aside)", lambda r: bool(r.excluded), dict(c="k", s=26, marker="x"), "0.4"))
+    groups = (
+        ("dominated", lambda r: not r.pareto and not r.excluded, dict(c="0.7", s=14), "0.8"),
+        (
+            "Pareto front",
+            lambda r: bool(r.pareto) and not r.excluded,
+            dict(c="tab:red", s=26, edgecolors="k"),
+            "tab:red",
+        ),
+        ("chance level (set aside)", lambda r: bool(r.excluded), dict(c="k", s=26, marker="x"), "0.4"),
+    )
     for ax, (a, b) in zip(axes.flat, pairs):
         for name, member, style, bar_color in groups:
             pts = [r for r in rows if member(r)]
@@ -213,21 +250,35 @@ def pareto_figure(rows: Sequence[Candidate], objectives: Sequence[Objective], ti
             xerr = _error_bars(pts, a.name)
             yerr = _error_bars(pts, b.name) if b else None
             if xerr is not None or yerr is not None:
-                ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=bar_color, elinewidth=0.7, capsize=1.5,
-                            zorder=1)
+                ax.errorbar(
+                    xs, ys, xerr=xerr, yerr=yerr, fmt="none", ecolor=bar_color, elinewidth=0.7, capsize=1.5, zorder=1
+                )
             ax.scatter(xs, ys, label=name, zorder=2, **style)
             if name != "dominated":
                 for r, x, y in zip(pts, xs, ys):
-                    ax.annotate(str(r.trial if r.trial is not None else r.label.split()[0]), (x, y), fontsize=7,
-                                xytext=(3, 3), textcoords="offset points")
+                    ax.annotate(
+                        str(r.trial if r.trial is not None else r.label.split()[0]),
+                        (x, y),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
         ax.set_xlabel(_axis_label(a), fontsize=8)
         ax.set_ylabel(_axis_label(b) if b else "rank", fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle(title + ("  (bars: 95 % intervals)" if any(_error_bars(rows, o.name) is not None
-                                                            for o in objectives) else ""), fontsize=10)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16 if nrows == 1 else 0.09, top=0.86 if nrows == 1 else 0.91,
-                        wspace=0.6, hspace=0.45)  # fixed margins: tight_layout costs more than the plot
+    fig.suptitle(
+        title + ("  (bars: 95 % intervals)" if any(_error_bars(rows, o.name) is not None for o in objectives) else ""),
+        fontsize=10,
+    )
+    fig.subplots_adjust(
+        left=0.07,
+        right=0.98,
+        bottom=0.16 if nrows == 1 else 0.09,
+        top=0.86 if nrows == 1 else 0.91,
+        wspace=0.6,
+        hspace=0.45,
+    )  # fixed margins: tight_layout costs more than the plot
     return fig
 
 
@@ -267,8 +318,11 @@ def log_front(study) -> list[Candidate]:
         fig = pareto_figure(rows, objectives, f"study {study.study_name}: Pareto front")
         mlflow.log_figure(fig, "pareto.png")
         plt.close(fig)
-        fig = radar_figure({r.label: r.values for r in front}, f"study {study.study_name}: front",
-                           chance_level={r.label for r in front if r.excluded})
+        fig = radar_figure(
+            {r.label: r.values for r in front},
+            f"study {study.study_name}: front",
+            chance_level={r.label for r in front if r.excluded},
+        )
         mlflow.log_figure(fig, "radar_front.png")
         plt.close(fig)
     return front

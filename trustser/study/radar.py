@@ -26,20 +26,32 @@ import math
 from typing import Collection, Mapping
 
 from trustser.axes import (  # noqa: F401 (re-exported)
-    AXES, CHANCE_GENDER, GFLOPS_DECADES, MEANINGLESS_AT_CHANCE, OPTIONAL_AXES, radar_score, radar_scores,
+    AXES,
+    CHANCE_GENDER,
+    GFLOPS_DECADES,
+    MEANINGLESS_AT_CHANCE,
+    OPTIONAL_AXES,
+    radar_score,
+    radar_scores,
 )
 
 
 def drawn_axes(profiles: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
     """The five axes, then each optional one some profile measured."""
-    extra = tuple(a for a in OPTIONAL_AXES
-                  if any(math.isfinite(v) for v in (p.get(a, float("nan")) for p in profiles.values())
-                         if v is not None))
+    extra = tuple(
+        a
+        for a in OPTIONAL_AXES
+        if any(math.isfinite(v) for v in (p.get(a, float("nan")) for p in profiles.values()) if v is not None)
+    )
     return AXES + extra
 
 
-def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trust profile", max_legend: int = 10,
-                 chance_level: Collection[str] = ()):
+def radar_figure(
+    profiles: Mapping[str, Mapping[str, float]],
+    title: str = "trust profile",
+    max_legend: int = 10,
+    chance_level: Collection[str] = (),
+):
     """One radar with every profile overlaid (raw axis values in, normalised here); a single profile is also
     annotated with its scores. Profiles named in ``chance_level`` get safety and fairness "not meaningful"."""
     import matplotlib
@@ -66,26 +78,41 @@ def radar_figure(profiles: Mapping[str, Mapping[str, float]], title: str = "trus
         r = [0.0 if math.isnan(scores[a]) or a in blank else scores[a] for a in axes]
         color = colors(i % 10)
         legend = f"{label} (chance level: safety, fairness not meaningful)" if at_chance else label
-        ax.plot(angles + angles[:1], r + r[:1], color=color, linewidth=1.4, linestyle="--" if at_chance else "-",
-                label=legend if i < max_legend else None)
+        ax.plot(
+            angles + angles[:1],
+            r + r[:1],
+            color=color,
+            linewidth=1.4,
+            linestyle="--" if at_chance else "-",
+            label=legend if i < max_legend else None,
+        )
         ax.fill(angles + angles[:1], r + r[:1], color=color, alpha=0.12, hatch="//" if at_chance else None)
         for angle, a in zip(angles, axes):
             if a in blank:
                 ax.plot([angle], [0.0], marker="x", color=color, markersize=9, markeredgewidth=2)
         if len(profiles) == 1:
             for angle, s, a in zip(angles, r, axes):
-                ax.annotate("n/m" if a in blank else f"{s:.2f}", (angle, s), fontsize=7, xytext=(2, 2),
-                            textcoords="offset points")
+                ax.annotate(
+                    "n/m" if a in blank else f"{s:.2f}",
+                    (angle, s),
+                    fontsize=7,
+                    xytext=(2, 2),
+                    textcoords="offset points",
+                )
     ax.set_xticks(angles, [_tick(a, a in missing, a in meaningless, len(profiles) > 1) for a in axes], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["", "0.5", "", "1"], fontsize=6)
     single_at_chance = len(profiles) == 1 and meaningless
-    ax.set_title(title + ("\nchance-level UAR: safety and fairness not meaningful" if single_at_chance else ""),
-                 fontsize=9, pad=14)
+    ax.set_title(
+        title + ("\nchance-level UAR: safety and fairness not meaningful" if single_at_chance else ""),
+        fontsize=9,
+        pad=14,
+    )
     if len(profiles) > 1:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.12, right=0.88, top=0.82 if single_at_chance else 0.86,
-                        bottom=0.22 if len(profiles) > 1 else 0.08)
+    fig.subplots_adjust(
+        left=0.12, right=0.88, top=0.82 if single_at_chance else 0.86, bottom=0.22 if len(profiles) > 1 else 0.08
+    )
     return fig
 
 

@@ -77,7 +77,8 @@ def objective_values(summary: Mapping[str, float], space: StudySpace) -> list[fl
     for o in space.objectives:
         if o.key not in summary:
             raise ObjectiveMissingError(
-                f"run summary has no '{o.key}' (objective {o.name}); it holds: {', '.join(sorted(summary)[:40])}")
+                f"run summary has no '{o.key}' (objective {o.name}); it holds: {', '.join(sorted(summary)[:40])}"
+            )
         value = summary[o.key]
         if value is None or not math.isfinite(float(value)):
             raise ObjectiveMissingError(f"objective {o.name} ('{o.key}') is {value} for this configuration")
@@ -146,10 +147,19 @@ def _record_study_run(study, run_id: str) -> None:
     study.set_user_attr("mlflow_run_id", run_id)
 
 
-def run_study(space: StudySpace, n_trials: int | None = None, storage: str | None = None,
-              study_name: str | None = None, runner: TrialRunner | None = None, experiment: str | None = None,
-              progress: bool = False, heartbeat: Any = None, enqueue: bool = True, work: bool = True,
-              front: bool = True) -> StudyResult:
+def run_study(
+    space: StudySpace,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    runner: TrialRunner | None = None,
+    experiment: str | None = None,
+    progress: bool = False,
+    heartbeat: Any = None,
+    enqueue: bool = True,
+    work: bool = True,
+    front: bool = True,
+) -> StudyResult:
     """Evaluate the space's configurations (at most ``n_trials`` new trials; default: the rest of the grid).
 
     Several processes may run this on one study at once (``trustser.study.workers``): ``enqueue=False`` only takes
@@ -182,8 +192,15 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
                 trial_queue.enqueue_grid(study, space, n_trials)
         result.mlflow_run_id = parent.info.run_id
         exp_name = mlflow.MlflowClient().get_experiment(parent.info.experiment_id).name
-        mlflow.set_tags({"optuna_study_name": name, "optuna_storage": redact(url), "trustser.kind": "study",
-                         "space_file": space.source, "sampler": space.sampler.kind})
+        mlflow.set_tags(
+            {
+                "optuna_study_name": name,
+                "optuna_storage": redact(url),
+                "trustser.kind": "study",
+                "space_file": space.source,
+                "sampler": space.sampler.kind,
+            }
+        )
         tracking.log_json(space.to_dict(), "space.json")
         # grid: the queued configurations (n_trials of them at most); samplers: n_trials new ones
         n = n_trials if grid or n_trials is not None else space.grid_size
@@ -195,10 +212,15 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
             config = space.run_config(params, experiment=exp_name, progress=progress)
             chash = config_hash(config)
             trial_queue.claim_configuration(trial, chash)  # waits while another trial evaluates this configuration
-            tags = {"optuna_study_name": name, "optuna_trial_number": str(trial.number), "config_hash": chash,
-                    "trustser.kind": "trial"}
-            with mlflow.start_run(run_name=f"trial {trial.number}: {config_label(params)}", nested=True,
-                                  tags=tags) as run:
+            tags = {
+                "optuna_study_name": name,
+                "optuna_trial_number": str(trial.number),
+                "config_hash": chash,
+                "trustser.kind": "trial",
+            }
+            with mlflow.start_run(
+                run_name=f"trial {trial.number}: {config_label(params)}", nested=True, tags=tags
+            ) as run:
                 trial.set_user_attr("mlflow_run_id", run.info.run_id)
                 trial.set_user_attr("label", config_label(params))
                 mlflow.log_params(params)
@@ -209,8 +231,12 @@ def run_study(space: StudySpace, n_trials: int | None = None, storage: str | Non
                         summary = dict(prev.user_attrs["summary"])
                         trial.set_user_attr("reused_from_study", prev_study)
                         trial.set_user_attr("reused_from_trial", prev.number)
-                        mlflow.set_tags({"reused_from": f"{prev_study}#{prev.number}",
-                                         "reused_mlflow_run_id": prev.user_attrs.get("mlflow_run_id") or "unknown"})
+                        mlflow.set_tags(
+                            {
+                                "reused_from": f"{prev_study}#{prev.number}",
+                                "reused_mlflow_run_id": prev.user_attrs.get("mlflow_run_id") or "unknown",
+                            }
+                        )
                         result.reused += 1
                     else:
                         summary = _finite(runner(config))

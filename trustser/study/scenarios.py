@@ -40,8 +40,15 @@ from typing import Any, Mapping, Sequence
 from trustser.errors import ConfigError, TrustserError
 from trustser.study.pareto import Candidate
 from trustser.study.space import ALL_OBJECTIVES, OBJECTIVES, OPTIONAL_OBJECTIVES
-from trustser.study.uncertainty_rules import (CHANCE_UAR, LEVEL, chance_level, indistinguishable, interval_keys,
-                                              interval_record, missing_intervals)
+from trustser.study.uncertainty_rules import (
+    CHANCE_UAR,
+    LEVEL,
+    chance_level,
+    indistinguishable,
+    interval_keys,
+    interval_record,
+    missing_intervals,
+)
 
 AXES = tuple(OBJECTIVES)  # performance, privacy, safety, fairness, sustainability: every scenario weighs these
 OPTIONAL_AXES = tuple(OPTIONAL_OBJECTIVES)  # robustness: weighed where a scenario names it ('ignore' otherwise)
@@ -55,9 +62,12 @@ SHIPPED = ("edge", "cloud", "critical")
 # (the first one present, times a scale), as (key, scale) pairs.
 LIMIT_FIELDS: dict[str, tuple[tuple[str, float], ...]] = {
     **{axis: ((axis, 1.0),) for axis in ALL_AXES},
-    "uar": (("performance", 1.0),), "gender_accuracy": (("privacy", 1.0),), "asr": (("safety", 1.0),),
+    "uar": (("performance", 1.0),),
+    "gender_accuracy": (("privacy", 1.0),),
+    "asr": (("safety", 1.0),),
     "flip_rate": (("robustness", 1.0),),
-    "equality_of_odds": (("fairness", 1.0),), "gflops": (("sustainability", 1.0),),
+    "equality_of_odds": (("fairness", 1.0),),
+    "gflops": (("sustainability", 1.0),),
     "params_m": (("sustainability_params", 1e-6),),
     "latency_ms": (("sustainability_latency_s", 1e3), ("sustainability_latency_s_mean", 1e3)),  # measured, CPU
     "memory_mb": (("sustainability_peak_memory_mb", 1.0), ("sustainability_peak_memory_mb_mean", 1.0)),
@@ -83,8 +93,10 @@ class Scenario:
 
     def priority_order(self) -> list[str]:
         """Axes by priority (high first), the canonical order within a level; ignored axes left out."""
-        return sorted((a for a, lvl in self.priorities if WEIGHTS[lvl] > 0),
-                      key=lambda a: (-WEIGHTS[dict(self.priorities)[a]], ALL_AXES.index(a)))
+        return sorted(
+            (a for a, lvl in self.priorities if WEIGHTS[lvl] > 0),
+            key=lambda a: (-WEIGHTS[dict(self.priorities)[a]], ALL_AXES.index(a)),
+        )
 
     def decisive_axes(self, axes: Sequence[str] | None = None) -> list[str]:
         """The axes (of ``axes``, default all weighted ones) at the highest priority level present among them:
@@ -116,13 +128,16 @@ class Recommendation:
         none logged, the point value stands in); ``indistinguishable_on``: the decisive axes compared; the choice's
         own intervals in ``choice_intervals``; ``excluded[].rule``: "chance level" or "hard limit"."""
         return {
-            "scenario": self.scenario, "choice": self.choice.label,
-            "runner_up": self.runner_up.label if self.runner_up else None, "reasons": list(self.reasons),
+            "scenario": self.scenario,
+            "choice": self.choice.label,
+            "runner_up": self.runner_up.label if self.runner_up else None,
+            "reasons": list(self.reasons),
             "scores": [{"label": l, "score": s} for l, s in self.scores],
-            "excluded": [{"label": l, "why": w, "rule": "chance level" if l in self.chance_level else "hard limit"}
-                         for l, w in self.excluded],
-            "indistinguishable": [{"label": l, "intervals": self.intervals.get(l, {})}
-                                  for l in self.indistinguishable],
+            "excluded": [
+                {"label": l, "why": w, "rule": "chance level" if l in self.chance_level else "hard limit"}
+                for l, w in self.excluded
+            ],
+            "indistinguishable": [{"label": l, "intervals": self.intervals.get(l, {})} for l in self.indistinguishable],
             "indistinguishable_on": list(self.decisive_axes),
             "choice_intervals": self.intervals.get(self.choice.label, {}),
             "choice_detail": self.choice.to_dict(),
@@ -180,16 +195,20 @@ def parse_scenario(raw: Mapping[str, Any], source: str = "<memory>") -> Scenario
     for key, value in limits.items():
         bound, _, name = str(key).partition("_")
         if bound not in ("max", "min") or name not in LIMIT_FIELDS:
-            raise fail(f"limits.{key}", f"unknown limit; use max_<field> or min_<field> with field one of "
-                                        f"{', '.join(LIMIT_FIELDS)}")
+            raise fail(
+                f"limits.{key}",
+                f"unknown limit; use max_<field> or min_<field> with field one of {', '.join(LIMIT_FIELDS)}",
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(f"limits.{key}", f"expected a number, got {value!r}")
         parsed_limits.append((str(key), float(value)))
     return Scenario(
         name=str(raw.get("name") or Path(source).stem),
         priorities=tuple((a, priorities[a]) for a in ALL_AXES if a in priorities),
-        limits=tuple(parsed_limits), description=str(raw.get("description") or ""),
-        paper_pick=raw.get("paper_pick"), source=source,
+        limits=tuple(parsed_limits),
+        description=str(raw.get("description") or ""),
+        paper_pick=raw.get("paper_pick"),
+        source=source,
     )
 
 
@@ -241,9 +260,11 @@ def recommend(front_rows: Sequence[Candidate], scenario: Scenario, uar_floor: fl
         if all(chance_level(c) for c in front_rows):
             raise NoCandidateError(
                 f"scenario {scenario.name}: no candidate is above chance {CHANCE_UAR:g}: the study's models learned "
-                f"nothing usable, and their safety and fairness mean nothing ({_listed(chance, 5)})")
-        raise NoCandidateError(f"scenario {scenario.name}: no candidate clears the UAR floor {uar_floor:g} "
-                               f"({_listed(chance, 5)})")
+                f"nothing usable, and their safety and fairness mean nothing ({_listed(chance, 5)})"
+            )
+        raise NoCandidateError(
+            f"scenario {scenario.name}: no candidate clears the UAR floor {uar_floor:g} ({_listed(chance, 5)})"
+        )
     set_aside = {l for l, _ in chance}
     limited, candidates = [], []
     for c in front_rows:
@@ -254,8 +275,9 @@ def recommend(front_rows: Sequence[Candidate], scenario: Scenario, uar_floor: fl
     excluded = chance + limited
     if not candidates:
         details = "; ".join(f"{l}: {w}" for l, w in excluded[:5])
-        raise NoCandidateError(f"scenario {scenario.name}: no candidate meets the limits "
-                               f"{dict(scenario.limits)} ({details})")
+        raise NoCandidateError(
+            f"scenario {scenario.name}: no candidate meets the limits {dict(scenario.limits)} ({details})"
+        )
     order = scenario.priority_order()
     unmeasured = [a for a in order if any(not math.isfinite(c.value(a)) for c in candidates)]
     axes = [a for a in order if a not in unmeasured]
@@ -279,38 +301,53 @@ def recommend(front_rows: Sequence[Candidate], scenario: Scenario, uar_floor: fl
     if unmeasured:
         reasons.append(f"not considered (not measured for every candidate): {', '.join(unmeasured)}")
     if chance:
-        reasons.append(f"set aside as not above chance (a model at chance is trivially fair and unattackable): "
-                       f"{len(chance)} of {len(front_rows)} ({_listed(chance)})")
+        reasons.append(
+            f"set aside as not above chance (a model at chance is trivially fair and unattackable): "
+            f"{len(chance)} of {len(front_rows)} ({_listed(chance)})"
+        )
     if limited:
         reasons.append(f"excluded by the hard limits: {len(limited)} of {len(front_rows)} ({_listed(limited)})")
-    return Recommendation(scenario.name, choice, runner_up, tuple(reasons),
-                          tuple((c.label, scores[c.label]) for c in ranked), tuple(excluded), norm,
-                          indistinguishable=tuple(c.label for c in ties), decisive_axes=tuple(decisive),
-                          chance_level=tuple(l for l, _ in chance),
-                          intervals={c.label: interval_record(c, axes) for c in ranked})
+    return Recommendation(
+        scenario.name,
+        choice,
+        runner_up,
+        tuple(reasons),
+        tuple((c.label, scores[c.label]) for c in ranked),
+        tuple(excluded),
+        norm,
+        indistinguishable=tuple(c.label for c in ties),
+        decisive_axes=tuple(decisive),
+        chance_level=tuple(l for l, _ in chance),
+        intervals={c.label: interval_record(c, axes) for c in ranked},
+    )
 
 
 def _listed(pairs: Sequence[tuple[str, str]], first: int = 3) -> str:
     return "; ".join(f"{l}: {w}" for l, w in pairs[:first]) + (" ..." if len(pairs) > first else "")
 
 
-def _tie_reason(scenario: Scenario, ranked: Sequence[Candidate], ties: Sequence[Candidate],
-                decisive: Sequence[str]) -> str:
+def _tie_reason(
+    scenario: Scenario, ranked: Sequence[Candidate], ties: Sequence[Candidate], decisive: Sequence[str]
+) -> str:
     levels = dict(scenario.priorities)
     on = ", ".join(f"{a} ({levels[a]})" for a in decisive)
     counted = [a for a in decisive if interval_keys(a) is None]
     how = f" ({LEVEL} intervals overlap on each)" if len(counted) < len(decisive) else ""
     if ties:
-        text = (f"statistically indistinguishable from the pick on {on}{how}: "
-                f"{', '.join(c.label for c in ties)} — treat as a tie")
+        text = (
+            f"statistically indistinguishable from the pick on {on}{how}: "
+            f"{', '.join(c.label for c in ties)} — treat as a tie"
+        )
     else:
         text = f"no other candidate is statistically indistinguishable from the pick on {on}"
     if counted:
         text += f"; {', '.join(counted)} is counted, not sampled: only equal values tie"
     lacking = missing_intervals(ranked, decisive)
     if lacking:
-        text += (f"; no interval logged for {', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''}: "
-                 f"point values compared there")
+        text += (
+            f"; no interval logged for {', '.join(lacking[:3])}{' ...' if len(lacking) > 3 else ''}: "
+            f"point values compared there"
+        )
     return text
 
 
@@ -318,26 +355,43 @@ def _fmt(axis: str, v: float) -> str:
     return f"{v:.3g}" if ALL_OBJECTIVES[axis].unit else f"{v:.3f}"
 
 
-def _reasons(scenario: Scenario, choice: Candidate, runner_up: Candidate | None, axes: list[str],
-             norm: dict[str, dict[str, float]], scores: dict[str, float], total: int) -> list[str]:
+def _reasons(
+    scenario: Scenario,
+    choice: Candidate,
+    runner_up: Candidate | None,
+    axes: list[str],
+    norm: dict[str, dict[str, float]],
+    scores: dict[str, float],
+    total: int,
+) -> list[str]:
     levels = dict(scenario.priorities)
     if runner_up is None:
         return [f"only candidate within the limits (score {scores[choice.label]:.3f})"]
-    reasons = [f"score {scores[choice.label]:.3f} vs {scores[runner_up.label]:.3f} for the runner-up "
-               f"{runner_up.label} (weights high=3, medium=2, low=1 over min-max normalised axes)"]
+    reasons = [
+        f"score {scores[choice.label]:.3f} vs {scores[runner_up.label]:.3f} for the runner-up "
+        f"{runner_up.label} (weights high=3, medium=2, low=1 over min-max normalised axes)"
+    ]
     diffs = {a: scenario.weight(a) * (norm[choice.label][a] - norm[runner_up.label][a]) / total for a in axes}
     diffs = {a: round(d, 9) for a, d in diffs.items()}  # so that equal contributions keep the priority order
     wins = sorted((a for a in axes if diffs[a] > TIE), key=lambda a: (-diffs[a], axes.index(a)))
     losses = sorted((a for a in axes if diffs[a] < -TIE), key=lambda a: (diffs[a], axes.index(a)))
     for a in wins:
-        reasons.append(f"{a} ({levels[a]}): {ALL_OBJECTIVES[a].label} {_fmt(a, choice.value(a))} vs "
-                       f"{_fmt(a, runner_up.value(a))} "
-                       f"(+{diffs[a]:.3f} to the score)")
+        reasons.append(
+            f"{a} ({levels[a]}): {ALL_OBJECTIVES[a].label} {_fmt(a, choice.value(a))} vs "
+            f"{_fmt(a, runner_up.value(a))} "
+            f"(+{diffs[a]:.3f} to the score)"
+        )
     for a in losses:
-        reasons.append(f"runner-up better on {a} ({levels[a]}): {ALL_OBJECTIVES[a].label} {_fmt(a, runner_up.value(a))} vs "
-                       f"{_fmt(a, choice.value(a))} ({diffs[a]:.3f})")
+        reasons.append(
+            f"runner-up better on {a} ({levels[a]}): {ALL_OBJECTIVES[a].label} {_fmt(a, runner_up.value(a))} vs "
+            f"{_fmt(a, choice.value(a))} ({diffs[a]:.3f})"
+        )
     if abs(scores[choice.label] - scores[runner_up.label]) <= TIE:
         decider = next((a for a in axes if abs(norm[choice.label][a] - norm[runner_up.label][a]) > TIE), None)
-        reasons.insert(1, f"tied score; decided by {decider} ({levels[decider]})" if decider
-                       else "tied on every axis; decided by name")
+        reasons.insert(
+            1,
+            f"tied score; decided by {decider} ({levels[decider]})"
+            if decider
+            else "tied on every axis; decided by name",
+        )
     return reasons

@@ -31,11 +31,21 @@ from typing import Any, Mapping
 
 from trustser.errors import ConfigError
 from trustser.run_config import (  # noqa: F401 (config_hash re-exported: a trial's identity)
-    POOLINGS, SCHEDULES, RunConfig, TrainConfig, TrustConfig, config_hash,
+    POOLINGS,
+    SCHEDULES,
+    RunConfig,
+    TrainConfig,
+    TrustConfig,
+    config_hash,
 )
 
 from trustser.axes import (  # noqa: F401 (re-exported: a study optimises these axes)
-    ALL_OBJECTIVES, MAXIMIZE, MINIMIZE, OBJECTIVES, OPTIONAL_OBJECTIVES, Objective,
+    ALL_OBJECTIVES,
+    MAXIMIZE,
+    MINIMIZE,
+    OBJECTIVES,
+    OPTIONAL_OBJECTIVES,
+    Objective,
 )
 
 _DIRECTION_SPELLINGS = {"maximize": MAXIMIZE, "maximise": MAXIMIZE, "minimize": MINIMIZE, "minimise": MINIMIZE}
@@ -46,14 +56,49 @@ _DIRECTION_SPELLINGS = {"maximize": MAXIMIZE, "maximise": MAXIMIZE, "minimize": 
 
 # What a search dimension may vary, and the type each choice must have. Booleans are rejected for int/float keys.
 SEARCHABLE: dict[str, type] = {
-    "backbone": str, "unfreeze_top": int, "width": int, "lr": float, "pooling": str,
-    "epochs": int, "batch_size": int, "seed": int, "min_steps": int, "schedule": str, "max_epochs": int,
-    "patience": int, "standardize": bool,
+    "backbone": str,
+    "unfreeze_top": int,
+    "width": int,
+    "lr": float,
+    "pooling": str,
+    "epochs": int,
+    "batch_size": int,
+    "seed": int,
+    "min_steps": int,
+    "schedule": str,
+    "max_epochs": int,
+    "patience": int,
+    "standardize": bool,
 }
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "width", "pooling", "seed", "min_steps", "schedule", "max_epochs",
-              "patience", "standardize")  # TrainConfig fields
-TOP_LEVEL = ("name", "dataset", "data_root", "folds", "corpus_options", "random_init", "weights", "max_seconds",
-             "seeds", "train", "trust", "search", "objectives", "sampler")
+TRAIN_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "width",
+    "pooling",
+    "seed",
+    "min_steps",
+    "schedule",
+    "max_epochs",
+    "patience",
+    "standardize",
+)  # TrainConfig fields
+TOP_LEVEL = (
+    "name",
+    "dataset",
+    "data_root",
+    "folds",
+    "corpus_options",
+    "random_init",
+    "weights",
+    "max_seconds",
+    "seeds",
+    "train",
+    "trust",
+    "search",
+    "objectives",
+    "sampler",
+)
 SAMPLERS = ("grid", "random", "nsga2")
 
 
@@ -112,10 +157,19 @@ class StudySpace:
         if "unfreeze_top" in params:
             extra["unfreeze_top"] = int(params["unfreeze_top"])
         return RunConfig(
-            backbone=params["backbone"], dataset=self.dataset, data_root=self.data_root,
-            corpus_options=self.corpus_options, folds=self.folds, weights=self.weights, random_init=self.random_init,
-            train=TrainConfig(**train_values), seeds=self.seeds,
-            trust=TrustConfig(**dict(self.trust)), experiment=experiment, progress=progress, **extra,
+            backbone=params["backbone"],
+            dataset=self.dataset,
+            data_root=self.data_root,
+            corpus_options=self.corpus_options,
+            folds=self.folds,
+            weights=self.weights,
+            random_init=self.random_init,
+            train=TrainConfig(**train_values),
+            seeds=self.seeds,
+            trust=TrustConfig(**dict(self.trust)),
+            experiment=experiment,
+            progress=progress,
+            **extra,
         )
 
     def with_overrides(self, **changes: Any) -> "StudySpace":
@@ -127,9 +181,16 @@ class StudySpace:
     def to_dict(self) -> dict[str, Any]:
         """The space as YAML-shaped data (what the file would hold); stored with the study for provenance."""
         return {
-            "name": self.name, "dataset": self.dataset, "data_root": self.data_root, "folds": self.folds,
-            "corpus_options": dict(self.corpus_options), "random_init": self.random_init, "weights": self.weights,
-            "max_seconds": self.max_seconds, "seeds": self.seeds, "train": dict(self.train),
+            "name": self.name,
+            "dataset": self.dataset,
+            "data_root": self.data_root,
+            "folds": self.folds,
+            "corpus_options": dict(self.corpus_options),
+            "random_init": self.random_init,
+            "weights": self.weights,
+            "max_seconds": self.max_seconds,
+            "seeds": self.seeds,
+            "train": dict(self.train),
             "trust": {k: list(v) if isinstance(v, tuple) else v for k, v in self.trust},
             **{k: list(v) if isinstance(v, tuple) else v for k, v in self.run},
             "search": {k: list(v) for k, v in self.search},
@@ -175,8 +236,11 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     train = _parse_train(raw.get("train") or {}, dict(search), fail)
     trust = _parse_trust(raw.get("trust") or {}, fail)
     if any(o.name == "robustness" for o in objectives) and not dict(trust).get("corruptions"):
-        raise fail("objectives.robustness", "needs the corruption suite: add trust: {corruptions: [standard]} "
-                                            "(or a list of trustser.metrics.corruptions names)")
+        raise fail(
+            "objectives.robustness",
+            "needs the corruption suite: add trust: {corruptions: [standard]} "
+            "(or a list of trustser.metrics.corruptions names)",
+        )
     sampler = _parse_sampler(raw.get("sampler") or {}, fail)
     options = raw.get("corpus_options") or {}
     if not isinstance(options, dict):
@@ -186,8 +250,9 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     if not isinstance(random_init, bool):
         raise fail("random_init", f"expected true or false, got {random_init!r}")
     max_seconds = raw.get("max_seconds")
-    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
-                                    or max_seconds <= 0):
+    if max_seconds is not None and (
+        isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or max_seconds <= 0
+    ):
         raise fail("max_seconds", f"expected a positive number of seconds, got {max_seconds!r}")
     seeds = _typed(raw.get("seeds", 1), int, "seeds", fail)
     if seeds < 1:
@@ -195,12 +260,22 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
     name = _typed(raw.get("name") or Path(source).stem, str, "name", fail)
     run = _parse_run(raw, run_keys, dict(search), source, fail)
     space = StudySpace(
-        name=name, dataset=dataset, search=search, objectives=objectives,
-        data_root=_optional_str(raw.get("data_root")), folds=folds,
-        corpus_options=tuple((str(k), str(v)) for k, v in options.items()), random_init=random_init,
-        weights=_optional_str(raw.get("weights")), max_seconds=float(max_seconds) if max_seconds else None,
+        name=name,
+        dataset=dataset,
+        search=search,
+        objectives=objectives,
+        data_root=_optional_str(raw.get("data_root")),
+        folds=folds,
+        corpus_options=tuple((str(k), str(v)) for k, v in options.items()),
+        random_init=random_init,
+        weights=_optional_str(raw.get("weights")),
+        max_seconds=float(max_seconds) if max_seconds else None,
         seeds=seeds,
-        train=train, trust=trust, run=run, sampler=sampler, source=source,
+        train=train,
+        trust=trust,
+        run=run,
+        sampler=sampler,
+        source=source,
     )
     try:  # the fixed part is the run schema: a configuration of the grid must construct (a bad value fails here,
         space.run_config(space.grid()[0])  # at load, not in every trial after training)
@@ -217,8 +292,9 @@ def _run_keys() -> list[str]:
     return [f.name for f in fields(RunConfig) if f.name not in managed]
 
 
-def _parse_run(raw: Mapping[str, Any], run_keys: list[str], searched: dict[str, Any], source: str,
-               fail) -> tuple[tuple[str, Any], ...]:
+def _parse_run(
+    raw: Mapping[str, Any], run_keys: list[str], searched: dict[str, Any], source: str, fail
+) -> tuple[tuple[str, Any], ...]:
     from trustser.config_schema import from_mapping
 
     given = {k: raw[k] for k in run_keys if k in raw}
@@ -305,8 +381,11 @@ def _parse_objectives(raw: Any, fail) -> tuple[Objective, ...]:
             raise fail(key, f"bad direction '{direction}'; use maximize or minimize")
         objective = ALL_OBJECTIVES[name]
         if spelled != objective.direction:
-            raise fail(key, f"bad direction '{direction}': {name} ({objective.key}) is "
-                            f"{'higher' if objective.higher_is_better else 'lower'}-is-better, so {objective.direction}")
+            raise fail(
+                key,
+                f"bad direction '{direction}': {name} ({objective.key}) is "
+                f"{'higher' if objective.higher_is_better else 'lower'}-is-better, so {objective.direction}",
+            )
         out.append(objective)
     return tuple(out)
 
@@ -330,7 +409,6 @@ def _parse_train(raw: Any, searched: dict[str, Any], fail) -> tuple[tuple[str, A
 def _parse_trust(raw: Any, fail) -> tuple[tuple[str, Any], ...]:
     """Settings of ``trustser.experiment.TrustConfig``, checked against its fields and their defaults' types."""
     from dataclasses import fields
-
 
     if not isinstance(raw, dict):
         raise fail("trust", f"expected a mapping of trust settings, got {raw!r}")
@@ -376,4 +454,15 @@ def _parse_sampler(raw: Any, fail) -> SamplerSpec:
     return SamplerSpec(kind=kind, seed=_typed(raw.get("seed", 0), int, "sampler.seed", fail))
 
 
-__all__ = ["ALL_OBJECTIVES", "OBJECTIVES", "OPTIONAL_OBJECTIVES", "Objective", "SamplerSpec", "StudySpace", "config_hash", "config_label", "load_space", "parse_space"]
+__all__ = [
+    "ALL_OBJECTIVES",
+    "OBJECTIVES",
+    "OPTIONAL_OBJECTIVES",
+    "Objective",
+    "SamplerSpec",
+    "StudySpace",
+    "config_hash",
+    "config_label",
+    "load_space",
+    "parse_space",
+]

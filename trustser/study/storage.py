@@ -52,8 +52,10 @@ class Heartbeat:
 
     def __post_init__(self) -> None:
         if self.interval < 1 or self.grace <= self.interval or self.max_retry < 0:
-            raise ConfigError(f"heartbeat: need interval >= 1 s, grace period > interval, max retry >= 0; got "
-                              f"interval {self.interval}, grace {self.grace}, max retry {self.max_retry}")
+            raise ConfigError(
+                f"heartbeat: need interval >= 1 s, grace period > interval, max retry >= 0; got "
+                f"interval {self.interval}, grace {self.grace}, max retry {self.max_retry}"
+            )
 
 
 def make_storage(url: str, heartbeat: Heartbeat | None = None):
@@ -62,10 +64,15 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None):
     from optuna.storages import RDBStorage
 
     heartbeat = heartbeat or Heartbeat()
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    retry = (
+        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    )
     # Optuna 4.9 renamed failed_trial_callback; both spellings exist until 6.0
-    callback_arg = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback"
-                    in inspect.signature(RDBStorage).parameters else "failed_trial_callback")
+    callback_arg = (
+        "heartbeat_stale_trial_callback"
+        if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters
+        else "failed_trial_callback"
+    )
     engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}  # survive a database restart
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeats are marked experimental
@@ -76,14 +83,20 @@ def make_storage(url: str, heartbeat: Heartbeat | None = None):
             lock_engine = create_engine(url, poolclass=NullPool)
             try:
                 with _engine_lock(lock_engine):  # on an empty database, one process creates Optuna's tables
-                    rdb = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat.interval,
-                                     grace_period=heartbeat.grace,
-                                     **{callback_arg: retry(max_retry=heartbeat.max_retry)})
+                    rdb = RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat.interval,
+                        grace_period=heartbeat.grace,
+                        **{callback_arg: retry(max_retry=heartbeat.max_retry)},
+                    )
             finally:
                 lock_engine.dispose()
         except ImportError as exc:
-            raise ConfigError(f"storage {redact(url)}: its database driver is missing ({exc.__cause__ or exc}); "
-                              "for PostgreSQL: pip install 'trustser[scale]' (psycopg)") from None
+            raise ConfigError(
+                f"storage {redact(url)}: its database driver is missing ({exc.__cause__ or exc}); "
+                "for PostgreSQL: pip install 'trustser[scale]' (psycopg)"
+            ) from None
         except Exception as exc:  # bad URL, unreachable server, wrong password
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"storage {redact(url)}: {first}") from None
@@ -152,16 +165,24 @@ def open_study(storage: str | None, study_name: str, space: StudySpace | None = 
             return optuna.load_study(study_name=study_name, storage=storage_obj or url)
         except KeyError:
             names = optuna.study.get_all_study_names(url)
-            raise ConfigError(f"no study '{study_name}' in {redact(url)}; studies there: "
-                              f"{', '.join(names) or 'none'}") from None
+            raise ConfigError(
+                f"no study '{study_name}' in {redact(url)}; studies there: {', '.join(names) or 'none'}"
+            ) from None
     directions = [o.direction for o in space.objectives]
     names = [o.name for o in space.objectives]
-    study = optuna.create_study(storage=storage_obj or url, study_name=study_name, directions=directions,
-                                sampler=_sampler(space), load_if_exists=True)
+    study = optuna.create_study(
+        storage=storage_obj or url,
+        study_name=study_name,
+        directions=directions,
+        sampler=_sampler(space),
+        load_if_exists=True,
+    )
     stored = study.user_attrs.get("objectives")
     if stored is not None and stored != names:
-        raise ConfigError(f"study '{study_name}' in {redact(url)} optimises {stored}, the space {space.source} "
-                          f"asks for {names}; choose another --study-name")
+        raise ConfigError(
+            f"study '{study_name}' in {redact(url)} optimises {stored}, the space {space.source} "
+            f"asks for {names}; choose another --study-name"
+        )
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(f"study '{study_name}' in {redact(url)} has other directions than {space.source}")
     study.set_user_attr("objectives", names)
@@ -185,8 +206,9 @@ def resolve_study_name(storage: str | None, study_name: str | None) -> str:
         return names[0]
     if not names:
         raise ConfigError(f"no studies in {redact(url)}; run `trustser study --space ...` first, or pass --storage")
-    raise ConfigError(f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); "
-                      "name one with --study-name")
+    raise ConfigError(
+        f"{redact(url)} holds {len(names)} studies ({', '.join(names) or 'none'}); name one with --study-name"
+    )
 
 
 def _sampler(space: StudySpace):

@@ -44,8 +44,13 @@ def enqueue_grid(study, space: StudySpace, n_trials: int | None = None) -> int:
     n = len(todo) if n_trials is None else min(n_trials, len(todo))
     for params in todo[:n]:
         study.enqueue_trial(params)
-    log.info("study %s: %d of %d grid configurations queued now, %d already queued or running", study.study_name,
-             n, space.grid_size, len(held))
+    log.info(
+        "study %s: %d of %d grid configurations queued now, %d already queued or running",
+        study.study_name,
+        n,
+        space.grid_size,
+        len(held),
+    )
     return n
 
 
@@ -69,8 +74,13 @@ def claim_configuration(trial, chash: str, poll: float = POLL_S) -> None:
                 trial.set_user_attr("config_hash", chash)
                 return
         if not announced:
-            log.info("trial %d waits: configuration %s is being evaluated by trial %d of study %s", me[1], chash,
-                     holder[1], holder[0])
+            log.info(
+                "trial %d waits: configuration %s is being evaluated by trial %d of study %s",
+                me[1],
+                chash,
+                holder[1],
+                holder[0],
+            )
             announced = True
         _fail_stale(storage, holder[0])  # a dead holder would otherwise hold the claim forever
         time.sleep(poll)
@@ -116,24 +126,29 @@ def mark_dead_trial_runs(study, parent_run_id: str) -> list[str]:
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     marked: list[str] = []
-    for run in client.search_runs([experiment_id], filter_string=(
-            f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")):
+    for run in client.search_runs(
+        [experiment_id],
+        filter_string=(f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"),
+    ):
         number = run.data.tags.get("optuna_trial_number", "")
         if run.data.tags.get("optuna_study_name") != study.study_name or not number.isdigit():
             continue
         state = states.get(int(number))
         if state is None or state in (TrialState.RUNNING, TrialState.WAITING):
             continue
-        reason = (f"trial {number} of study {study.study_name} died (no heartbeat; Optuna state {state.name}); its "
-                  "configuration is evaluated again by a retried trial, which reuses its finished folds")
+        reason = (
+            f"trial {number} of study {study.study_name} died (no heartbeat; Optuna state {state.name}); its "
+            "configuration is evaluated again by a retried trial, which reuses its finished folds"
+        )
         marked += tracking.kill_run_tree(client, run, experiment_id, reason, finished_too=False)
     if marked:
         log.warning("marked %d MLflow run(s) of dead trials KILLED", len(marked))
     return marked
 
 
-def work(study, objective: Callable, n_trials: int | None, grid: bool, parent_run_id: str | None = None,
-         poll: float = POLL_S) -> int:
+def work(
+    study, objective: Callable, n_trials: int | None, grid: bool, parent_run_id: str | None = None, poll: float = POLL_S
+) -> int:
     """Run trials one at a time: ``n_trials`` of them, or for a grid without a limit until the queue is empty and no
     trial is RUNNING anywhere (a dead one is failed after its grace period and comes back as WAITING). Returns how
     many trials this call ran."""
@@ -152,8 +167,12 @@ def work(study, objective: Callable, n_trials: int | None, grid: bool, parent_ru
             if not running or n_trials is not None:
                 break
             if announced != len(running):
-                log.info("study %s: queue empty, waiting for %d running trial(s): %s", study.study_name, len(running),
-                         ", ".join(str(t.number) for t in running))
+                log.info(
+                    "study %s: queue empty, waiting for %d running trial(s): %s",
+                    study.study_name,
+                    len(running),
+                    ", ".join(str(t.number) for t in running),
+                )
                 announced = len(running)
             time.sleep(poll)
             continue

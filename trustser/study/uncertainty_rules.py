@@ -79,8 +79,9 @@ def overlaps(a: tuple[float, float], b: tuple[float, float], tolerance: float = 
     return a[0] <= b[1] + slack and b[0] <= a[1] + slack
 
 
-def chance_level(candidate: Any, floor: float | None = None, chance: float = CHANCE_UAR,
-                 margin: float = CHANCE_MARGIN) -> str | None:
+def chance_level(
+    candidate: Any, floor: float | None = None, chance: float = CHANCE_UAR, margin: float = CHANCE_MARGIN
+) -> str | None:
     """Why the candidate is set aside as not above chance (or a stated UAR floor), or None if it is above."""
     uar = candidate.value("performance")
     if math.isnan(uar):
@@ -97,8 +98,10 @@ def chance_level(candidate: Any, floor: float | None = None, chance: float = CHA
             return f"UAR {LEVEL} interval [{low:.3f}, {high:.3f}] does not clear chance {chance:g}"
         return None
     if uar <= chance + margin:
-        return (f"UAR {uar:.3f} is within {margin:g} of chance {chance:g} (no UAR interval logged: "
-                f"the point estimate is used)")
+        return (
+            f"UAR {uar:.3f} is within {margin:g} of chance {chance:g} (no UAR interval logged: "
+            f"the point estimate is used)"
+        )
     return None
 
 
@@ -126,8 +129,12 @@ def interval_record(candidate: Any, axes: Sequence[str]) -> dict[str, dict[str, 
     out = {}
     for a in axes:
         low, high = interval(candidate, a)
-        out[a] = {"value": _finite(candidate.value(a)), "ci_low": _finite(low), "ci_high": _finite(high),
-                  "interval": has_interval(candidate, a)}
+        out[a] = {
+            "value": _finite(candidate.value(a)),
+            "ci_low": _finite(low),
+            "ci_high": _finite(high),
+            "interval": has_interval(candidate, a),
+        }
     return out
 
 

@@ -68,14 +68,22 @@ def stored_space(study) -> StudySpace:
     """The space a study was created with (``trustser study`` stores it with the study)."""
     raw = study.user_attrs.get("space")
     if not isinstance(raw, dict):
-        raise ConfigError(f"study '{study.study_name}' holds no trustser space: create it with "
-                          "`trustser study --space FILE --storage URL --workers 0` first")
+        raise ConfigError(
+            f"study '{study.study_name}' holds no trustser space: create it with "
+            "`trustser study --space FILE --storage URL --workers 0` first"
+        )
     return parse_space(raw, f"study '{study.study_name}'")
 
 
-def run_worker(storage: str, study_name: str | None = None, n_trials: int | None = None,
-               heartbeat: Heartbeat | None = None, runner: Callable | None = None, progress: bool = False,
-               front: bool = True):
+def run_worker(
+    storage: str,
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    heartbeat: Heartbeat | None = None,
+    runner: Callable | None = None,
+    progress: bool = False,
+    front: bool = True,
+):
     """Join an existing study: take its queued configurations (and, for random/nsga2 samplers, ``n_trials`` new
     ones) until none is left, then (``front``) log the Pareto front; returns the StudyResult of this worker's
     share."""
@@ -95,20 +103,42 @@ def run_worker(storage: str, study_name: str | None = None, n_trials: int | None
         try:
             experiment = client.get_experiment(client.get_run(parent_id).info.experiment_id).name
         except Exception:
-            raise ConfigError(f"study '{name}' logs to MLflow run {parent_id}, which this worker's tracking store "
-                              f"{redact(uri)} does not hold: point MLFLOW_TRACKING_URI at the study's tracking "
-                              "server") from None
-    return run_study(space, n_trials=n_trials, storage=storage, study_name=name, runner=runner,
-                     experiment=experiment, progress=progress, heartbeat=heartbeat, enqueue=False, front=front)
+            raise ConfigError(
+                f"study '{name}' logs to MLflow run {parent_id}, which this worker's tracking store "
+                f"{redact(uri)} does not hold: point MLFLOW_TRACKING_URI at the study's tracking "
+                "server"
+            ) from None
+    return run_study(
+        space,
+        n_trials=n_trials,
+        storage=storage,
+        study_name=name,
+        runner=runner,
+        experiment=experiment,
+        progress=progress,
+        heartbeat=heartbeat,
+        enqueue=False,
+        front=front,
+    )
 
 
-def worker_command(study_name: str, heartbeat: Heartbeat, n_trials: int | None = None,
-                   progress: bool = False) -> list[str]:
+def worker_command(
+    study_name: str, heartbeat: Heartbeat, n_trials: int | None = None, progress: bool = False
+) -> list[str]:
     command = [sys.executable, "-m", "trustser.cli"]
     if logging.getLogger().isEnabledFor(logging.INFO):
         command.append("--verbose")
-    command += ["worker", "--study-name", study_name, "--heartbeat", str(heartbeat.interval),
-                "--grace-period", str(heartbeat.grace), "--max-retry", str(heartbeat.max_retry)]
+    command += [
+        "worker",
+        "--study-name",
+        study_name,
+        "--heartbeat",
+        str(heartbeat.interval),
+        "--grace-period",
+        str(heartbeat.grace),
+        "--max-retry",
+        str(heartbeat.max_retry),
+    ]
     if n_trials is not None:
         command += ["--n-trials", str(n_trials)]
     if not progress:
@@ -116,8 +146,9 @@ def worker_command(study_name: str, heartbeat: Heartbeat, n_trials: int | None =
     return command + ["--no-front"]  # the coordinator logs the front once, after all workers
 
 
-def run_local_workers(n: int, storage: str, study_name: str, heartbeat: Heartbeat, n_trials: int | None = None,
-                      progress: bool = False) -> list[int]:
+def run_local_workers(
+    n: int, storage: str, study_name: str, heartbeat: Heartbeat, n_trials: int | None = None, progress: bool = False
+) -> list[int]:
     """Start ``n`` ``trustser worker`` processes on the study and wait for them; returns their exit codes.
 
     The storage URL travels in the environment (``TRUSTSER_STORAGE``), not on a command line that other users of the
@@ -125,8 +156,11 @@ def run_local_workers(n: int, storage: str, study_name: str, heartbeat: Heartbea
     """
     env = {**os.environ, STORAGE_ENV: storage}
     shares = [None] * n if n_trials is None else [n_trials // n + (i < n_trials % n) for i in range(n)]
-    processes = [subprocess.Popen(worker_command(study_name, heartbeat, share, progress), env=env)
-                 for share in shares if share != 0]
+    processes = [
+        subprocess.Popen(worker_command(study_name, heartbeat, share, progress), env=env)
+        for share in shares
+        if share != 0
+    ]
     try:
         return [p.wait() for p in processes]
     except BaseException:  # Ctrl-C or an error here: do not leave workers behind

@@ -49,7 +49,6 @@ class Ct2FormatError(WeightsNotFoundError):
     """A file meant to hold CTranslate2 weights is not a (readable, supported) CTranslate2 model."""
 
 
-
 @dataclass
 class Ct2Model:
     """One CTranslate2 ``model.bin``, fully read into memory.

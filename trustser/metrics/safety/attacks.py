@@ -44,8 +44,7 @@ def _gradient_context(model: nn.Module, device: torch.device):
     return nullcontext()
 
 
-def _torchattack(model: WaveformClassifier, attack: Any, u0: Tensor, labels: Sequence[int],
-                 train_mode: bool) -> Tensor:
+def _torchattack(model: WaveformClassifier, attack: Any, u0: Tensor, labels: Sequence[int], train_mode: bool) -> Tensor:
     if train_mode:
         attack.set_model_training_mode(model_training=True, batchnorm_training=False, dropout_training=True)
     target = torch.tensor(list(labels), device=u0.device)
@@ -56,8 +55,9 @@ def _torchattack(model: WaveformClassifier, attack: Any, u0: Tensor, labels: Seq
         model.eval()  # torchattacks leaves a model it switched to train mode there
 
 
-def _run_torchattack(model: WaveformClassifier, attack: Any, view: UnitIntervalView, label: int,
-                     train_mode: bool) -> Tensor:
+def _run_torchattack(
+    model: WaveformClassifier, attack: Any, view: UnitIntervalView, label: int, train_mode: bool
+) -> Tensor:
     u_adv = _torchattack(model, attack, view.u0[None], [label], train_mode)[0]
     view.check_inside(u_adv)
     return u_adv
@@ -70,8 +70,9 @@ class _Perturbed:
     clean_logits: Tensor | None = None  # captured for free (eval-mode FGSM), else None
 
 
-def _fgsm(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings,
-          seed: int) -> _Perturbed:
+def _fgsm(
+    model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings, seed: int
+) -> _Perturbed:
     import torchattacks
 
     view = UnitIntervalView(model, x, snr_epsilon(x, snrs[0]))
@@ -81,8 +82,9 @@ def _fgsm(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float
     return _Perturbed(waves, eps, None if settings.train_mode else view.first_logits)
 
 
-def _fgsm_steps(x: Tensor, direction: Tensor, snrs: Sequence[float],
-                settings: AttackSettings) -> tuple[list[Tensor], list[float]]:
+def _fgsm_steps(
+    x: Tensor, direction: Tensor, snrs: Sequence[float], settings: AttackSettings
+) -> tuple[list[Tensor], list[float]]:
     """x + ε·direction at each SNR, ε over the nonzero entries of the direction (``match_nonzero_gradient``)."""
     n_active = int(direction.count_nonzero())
     x64, waves, eps = x.double(), [], []
@@ -93,8 +95,14 @@ def _fgsm_steps(x: Tensor, direction: Tensor, snrs: Sequence[float],
     return waves, eps
 
 
-def _fgsm_batch(model: WaveformClassifier, xs: Sequence[Tensor], labels: Sequence[int], snrs: Sequence[float],
-                settings: AttackSettings, seeds: Sequence[int]) -> list[_Perturbed]:
+def _fgsm_batch(
+    model: WaveformClassifier,
+    xs: Sequence[Tensor],
+    labels: Sequence[int],
+    snrs: Sequence[float],
+    settings: AttackSettings,
+    seeds: Sequence[int],
+) -> list[_Perturbed]:
     """:func:`_fgsm` for several clips in one forward + backward (eval mode only: the forward is the clean one)."""
     import torchattacks
 
@@ -109,24 +117,31 @@ def _fgsm_batch(model: WaveformClassifier, xs: Sequence[Tensor], labels: Sequenc
     return out
 
 
-def _pgd(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings,
-         seed: int) -> _Perturbed:
+def _pgd(
+    model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings, seed: int
+) -> _Perturbed:
     import torchattacks
 
     waves, eps = [], []
     for snr in snrs:
         e = snr_epsilon(x, snr)
         view = UnitIntervalView(model, x, e)
-        attack = torchattacks.PGD(view, eps=view.eps_unit, alpha=settings.pgd_alpha_ratio * view.eps_unit,
-                                  steps=settings.pgd_steps, random_start=settings.pgd_random_start)
+        attack = torchattacks.PGD(
+            view,
+            eps=view.eps_unit,
+            alpha=settings.pgd_alpha_ratio * view.eps_unit,
+            steps=settings.pgd_steps,
+            random_start=settings.pgd_random_start,
+        )
         u_adv = _run_torchattack(model, attack, view, label, settings.train_mode)
         waves.append(view.to_wave(u_adv).detach())
         eps.append(e)
     return _Perturbed(waves, eps)
 
 
-def _gaussian(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings,
-              seed: int) -> _Perturbed:
+def _gaussian(
+    model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[float], settings: AttackSettings, seed: int
+) -> _Perturbed:
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(x.numel(), generator=generator, dtype=torch.float64).to(x.device)
     unit = noise / noise.norm() * math.sqrt(x.numel())  # rms exactly 1
@@ -135,8 +150,14 @@ def _gaussian(model: WaveformClassifier, x: Tensor, label: int, snrs: Sequence[f
     return _Perturbed([(x64 + e * unit).to(x.dtype) for e in eps], eps)
 
 
-def _gaussian_batch(model: WaveformClassifier, xs: Sequence[Tensor], labels: Sequence[int], snrs: Sequence[float],
-                    settings: AttackSettings, seeds: Sequence[int]) -> list[_Perturbed]:
+def _gaussian_batch(
+    model: WaveformClassifier,
+    xs: Sequence[Tensor],
+    labels: Sequence[int],
+    snrs: Sequence[float],
+    settings: AttackSettings,
+    seeds: Sequence[int],
+) -> list[_Perturbed]:
     """Noise is drawn per clip from the clip's own seed (no model call): what batching saves is the forwards."""
     return [_gaussian(model, x, y, snrs, settings, s) for x, y, s in zip(xs, labels, seeds)]
 
@@ -156,11 +177,21 @@ class AttackSpec:
 
 
 ATTACKS: dict[str, AttackSpec] = {
-    "fgsm": AttackSpec("fgsm", "FGSM (torchattacks): one signed-gradient step of ε, one gradient for all SNRs",
-                       _fgsm, True, _fgsm_batch),
+    "fgsm": AttackSpec(
+        "fgsm",
+        "FGSM (torchattacks): one signed-gradient step of ε, one gradient for all SNRs",
+        _fgsm,
+        True,
+        _fgsm_batch,
+    ),
     "pgd": AttackSpec("pgd", "PGD (torchattacks): L∞ ball of radius ε, random start, steps of alpha", _pgd, False),
-    "gaussian": AttackSpec("gaussian", "white Gaussian noise at the target SNR (a baseline, not an attack)",
-                           _gaussian, False, _gaussian_batch),
+    "gaussian": AttackSpec(
+        "gaussian",
+        "white Gaussian noise at the target SNR (a baseline, not an attack)",
+        _gaussian,
+        False,
+        _gaussian_batch,
+    ),
 }
 
 

@@ -66,10 +66,15 @@ class AttackReport:
     def to_dict(self) -> dict[str, float]:
         """Flat scalar view for logging; NaN stays NaN."""
         return {
-            "asr": self.asr, "n_attacked": float(self.n_attacked), "n_flipped": float(self.n_flipped),
-            "n_incorrect": float(self.n_incorrect), "n_clean_mismatch": float(self.n_clean_mismatch),
-            "n_silent": float(self.n_silent), "target_snr_db": self.target_snr_db,
-            "achieved_snr_db_mean": self.mean_snr_db, "achieved_snr_db_min": self.min_snr_db,
+            "asr": self.asr,
+            "n_attacked": float(self.n_attacked),
+            "n_flipped": float(self.n_flipped),
+            "n_incorrect": float(self.n_incorrect),
+            "n_clean_mismatch": float(self.n_clean_mismatch),
+            "n_silent": float(self.n_silent),
+            "target_snr_db": self.target_snr_db,
+            "achieved_snr_db_mean": self.mean_snr_db,
+            "achieved_snr_db_min": self.min_snr_db,
             "achieved_snr_db_max": self.max_snr_db,
         }
 
@@ -88,12 +93,25 @@ def summarise(attack: str, snr: float, records: Sequence[ClipResult], settings: 
     stats = (float(finite.mean()), float(finite.min()), float(finite.max())) if finite.size else (math.nan,) * 3
     notes = []
     if not attacked:
-        notes.append(f"no correctly classified clip to attack ({len(records)} clips: {counts['incorrect']} "
-                     f"misclassified, {counts['clean_mismatch']} clean-prediction mismatches, "
-                     f"{counts['silent']} silent)")
+        notes.append(
+            f"no correctly classified clip to attack ({len(records)} clips: {counts['incorrect']} "
+            f"misclassified, {counts['clean_mismatch']} clean-prediction mismatches, "
+            f"{counts['silent']} silent)"
+        )
     if counts["silent"]:
         notes.append(f"{counts['silent']} silent clip(s) skipped: SNR undefined for ‖x‖ = 0")
     asr = n_flipped / len(attacked) if attacked else math.nan
-    return AttackReport(attack, float(snr), asr, len(attacked), n_flipped, counts["incorrect"],
-                        counts["clean_mismatch"], counts["silent"], *stats, tuple(records), settings,
-                        "; ".join(notes) or None)
+    return AttackReport(
+        attack,
+        float(snr),
+        asr,
+        len(attacked),
+        n_flipped,
+        counts["incorrect"],
+        counts["clean_mismatch"],
+        counts["silent"],
+        *stats,
+        tuple(records),
+        settings,
+        "; ".join(notes) or None,
+    )

@@ -47,18 +47,32 @@ def _clip_seed(seed: int, clip_id: str) -> int:
 
 
 def _as_wave(wave: Any, device: torch.device) -> Tensor:
-    return torch.as_tensor(np.asarray(wave) if not isinstance(wave, Tensor) else wave,
-                           dtype=torch.float32).reshape(-1).to(device)
+    return (
+        torch.as_tensor(np.asarray(wave) if not isinstance(wave, Tensor) else wave, dtype=torch.float32)
+        .reshape(-1)
+        .to(device)
+    )
 
 
-def _unattacked(x: Tensor, clip_id: str, label: int, snrs: tuple[float, ...], status: str,
-                clean_pred: int | None = None) -> list[ClipResult]:
-    return [ClipResult(clip_id=clip_id, label=label, status=status, target_snr_db=snr, clean_pred=clean_pred,
-                       n_samples=int(x.numel())) for snr in snrs]
+def _unattacked(
+    x: Tensor, clip_id: str, label: int, snrs: tuple[float, ...], status: str, clean_pred: int | None = None
+) -> list[ClipResult]:
+    return [
+        ClipResult(
+            clip_id=clip_id,
+            label=label,
+            status=status,
+            target_snr_db=snr,
+            clean_pred=clean_pred,
+            n_samples=int(x.numel()),
+        )
+        for snr in snrs
+    ]
 
 
-def _skipped(x: Tensor, clip_id: str, label: int, given: int | None,
-             snrs: tuple[float, ...]) -> list[ClipResult] | None:
+def _skipped(
+    x: Tensor, clip_id: str, label: int, given: int | None, snrs: tuple[float, ...]
+) -> list[ClipResult] | None:
     """The records of a clip skipped without any model call (silent, or known misclassified), else None."""
     if float(x.double().square().sum()) == 0.0:
         return _unattacked(x, clip_id, label, snrs, "silent")
@@ -67,17 +81,43 @@ def _skipped(x: Tensor, clip_id: str, label: int, given: int | None,
     return None
 
 
-def _attacked(x: Tensor, clip_id: str, label: int, snrs: tuple[float, ...], clean_pred: int, out: _Perturbed,
-              adv_preds: Sequence[int]) -> list[ClipResult]:
-    return [ClipResult(clip_id=clip_id, label=label, status="attacked", target_snr_db=snr, clean_pred=clean_pred,
-                       adv_pred=int(adv), flipped=int(adv) != clean_pred, eps=float(e),
-                       achieved_snr_db=snr_db(x, wave), n_samples=int(x.numel()),
-                       n_unperturbed=int((wave == x).sum()))
-            for snr, wave, e, adv in zip(snrs, out.waves, out.eps, adv_preds)]
+def _attacked(
+    x: Tensor,
+    clip_id: str,
+    label: int,
+    snrs: tuple[float, ...],
+    clean_pred: int,
+    out: _Perturbed,
+    adv_preds: Sequence[int],
+) -> list[ClipResult]:
+    return [
+        ClipResult(
+            clip_id=clip_id,
+            label=label,
+            status="attacked",
+            target_snr_db=snr,
+            clean_pred=clean_pred,
+            adv_pred=int(adv),
+            flipped=int(adv) != clean_pred,
+            eps=float(e),
+            achieved_snr_db=snr_db(x, wave),
+            n_samples=int(x.numel()),
+            n_unperturbed=int((wave == x).sum()),
+        )
+        for snr, wave, e, adv in zip(snrs, out.waves, out.eps, adv_preds)
+    ]
 
 
-def _attack_clip(classifier: WaveformClassifier, spec: AttackSpec, x: Tensor, clip_id: str, label: int,
-                 given: int | None, snrs: tuple[float, ...], settings: AttackSettings) -> list[ClipResult]:
+def _attack_clip(
+    classifier: WaveformClassifier,
+    spec: AttackSpec,
+    x: Tensor,
+    clip_id: str,
+    label: int,
+    given: int | None,
+    snrs: tuple[float, ...],
+    settings: AttackSettings,
+) -> list[ClipResult]:
     """One clip's record at each SNR: skipped with its status, or attacked."""
 
     def unattacked(status: str, clean_pred: int | None = None) -> list[ClipResult]:
@@ -106,9 +146,16 @@ def _attack_clip(classifier: WaveformClassifier, spec: AttackSpec, x: Tensor, cl
     return _attacked(x, clip_id, label, snrs, clean_pred, out, adv_preds)
 
 
-def _attack_batch(classifier: WaveformClassifier, spec: AttackSpec, xs: Sequence[Tensor], clip_ids: Sequence[str],
-                  labels: Sequence[int], given: Sequence[int | None], snrs: tuple[float, ...],
-                  settings: AttackSettings) -> list[list[ClipResult]]:
+def _attack_batch(
+    classifier: WaveformClassifier,
+    spec: AttackSpec,
+    xs: Sequence[Tensor],
+    clip_ids: Sequence[str],
+    labels: Sequence[int],
+    given: Sequence[int | None],
+    snrs: tuple[float, ...],
+    settings: AttackSettings,
+) -> list[list[ClipResult]]:
     """:func:`_attack_clip` for clips that need the model (none silent or known misclassified), eval mode, in
     padded batches: one clean forward (Gaussian) or one forward + backward (FGSM, whose forward is the clean one),
     then one forward over every clip's perturbed versions."""
@@ -122,8 +169,14 @@ def _attack_batch(classifier: WaveformClassifier, spec: AttackSpec, xs: Sequence
                 records[k] = _unattacked(xs[k], clip_ids[k], label, snrs, failed[k], pred)
     todo = [k for k in range(len(xs)) if records[k] is None]
     if todo:
-        outs = spec.perturb_batch(classifier, [xs[k] for k in todo], [labels[k] for k in todo], snrs, settings,
-                                  [_clip_seed(settings.seed, clip_ids[k]) for k in todo])
+        outs = spec.perturb_batch(
+            classifier,
+            [xs[k] for k in todo],
+            [labels[k] for k in todo],
+            snrs,
+            settings,
+            [_clip_seed(settings.seed, clip_ids[k]) for k in todo],
+        )
         survivors = []
         for k, out in zip(todo, outs):
             if spec.first_forward_is_clean:
@@ -135,8 +188,9 @@ def _attack_batch(classifier: WaveformClassifier, spec: AttackSpec, xs: Sequence
         if survivors:  # every survivor's every SNR in one padded forward
             adv = _predict_padded(classifier, [w for _, out in survivors for w in out.waves])
             for j, (k, out) in enumerate(survivors):
-                records[k] = _attacked(xs[k], clip_ids[k], labels[k], snrs, int(clean[k]), out,
-                                       adv[j * len(snrs): (j + 1) * len(snrs)])
+                records[k] = _attacked(
+                    xs[k], clip_ids[k], labels[k], snrs, int(clean[k]), out, adv[j * len(snrs) : (j + 1) * len(snrs)]
+                )
     return records  # type: ignore[return-value]
 
 
@@ -145,9 +199,18 @@ SORT_WINDOW_BATCHES = 16
 memory bounded by the window for a lazy sequence of waveforms."""
 
 
-def _attack_batched(classifier: WaveformClassifier, spec: AttackSpec, waves: Sequence[Any], labels: Sequence[int],
-                    clip_ids: Sequence[str], given: Sequence[int | None], snrs: tuple[float, ...],
-                    settings: AttackSettings, device: torch.device, bar: Any) -> list[list[ClipResult]]:
+def _attack_batched(
+    classifier: WaveformClassifier,
+    spec: AttackSpec,
+    waves: Sequence[Any],
+    labels: Sequence[int],
+    clip_ids: Sequence[str],
+    given: Sequence[int | None],
+    snrs: tuple[float, ...],
+    settings: AttackSettings,
+    device: torch.device,
+    bar: Any,
+) -> list[list[ClipResult]]:
     """Every clip's records, in input order, with the clips that need the model attacked in length-sorted batches."""
     records: list[list[ClipResult] | None] = [None] * len(waves)
     window = settings.batch_size * SORT_WINDOW_BATCHES
@@ -162,20 +225,35 @@ def _attack_batched(classifier: WaveformClassifier, spec: AttackSpec, waves: Seq
                 bar.update(1)
         todo.sort(key=lambda item: item[1].numel())
         for b in range(0, len(todo), settings.batch_size):
-            group = todo[b: b + settings.batch_size]
+            group = todo[b : b + settings.batch_size]
             index = [i for i, _ in group]
-            results = _attack_batch(classifier, spec, [x for _, x in group], [clip_ids[i] for i in index],
-                                    [int(labels[i]) for i in index], [given[i] for i in index], snrs, settings)
+            results = _attack_batch(
+                classifier,
+                spec,
+                [x for _, x in group],
+                [clip_ids[i] for i in index],
+                [int(labels[i]) for i in index],
+                [given[i] for i in index],
+                snrs,
+                settings,
+            )
             for i, result in zip(index, results):
                 records[i] = result
             bar.update(len(group))
     return records  # type: ignore[return-value]
 
 
-def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Sequence[int], attack: str = "fgsm",
-               snrs: Sequence[float] = (DEFAULT_SNR_DB,), clip_ids: Sequence[str] | None = None,
-               clean_predictions: Sequence[int] | None = None, settings: AttackSettings = AttackSettings(),
-               progress: bool = False) -> dict[float, AttackReport]:
+def run_attack(
+    classifier: WaveformClassifier,
+    waves: Sequence[Any],
+    labels: Sequence[int],
+    attack: str = "fgsm",
+    snrs: Sequence[float] = (DEFAULT_SNR_DB,),
+    clip_ids: Sequence[str] | None = None,
+    clean_predictions: Sequence[int] | None = None,
+    settings: AttackSettings = AttackSettings(),
+    progress: bool = False,
+) -> dict[float, AttackReport]:
     """Attack every clip at every SNR; one :class:`AttackReport` per SNR.
 
     ``waves``: any sequence of 1-D waveforms (tensors or arrays; a lazy one such as :class:`ClipWaves` keeps memory
@@ -189,8 +267,11 @@ def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Seq
     snrs = tuple(dict.fromkeys(float(s) for s in snrs))
     if not snrs:
         raise ValueError("at least one SNR is needed")
-    if len(labels) != len(waves) or (clip_ids is not None and len(clip_ids) != len(waves)) or (
-            clean_predictions is not None and len(clean_predictions) != len(waves)):
+    if (
+        len(labels) != len(waves)
+        or (clip_ids is not None and len(clip_ids) != len(waves))
+        or (clean_predictions is not None and len(clean_predictions) != len(waves))
+    ):
         raise ValueError("waves, labels, clip_ids and clean_predictions must have the same length")
     from tqdm.auto import tqdm
 
@@ -208,8 +289,18 @@ def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Seq
             else:
                 per_clip = []
                 for i in range(len(waves)):
-                    per_clip.append(_attack_clip(classifier, spec, _as_wave(waves[i], device), ids[i],
-                                                 int(labels[i]), given[i], snrs, settings))
+                    per_clip.append(
+                        _attack_clip(
+                            classifier,
+                            spec,
+                            _as_wave(waves[i], device),
+                            ids[i],
+                            int(labels[i]),
+                            given[i],
+                            snrs,
+                            settings,
+                        )
+                    )
                     bar.update(1)
         for results in per_clip:
             for snr, result in zip(snrs, results):
@@ -219,7 +310,13 @@ def run_attack(classifier: WaveformClassifier, waves: Sequence[Any], labels: Seq
     return {snr: summarise(attack, snr, records[snr], settings) for snr in snrs}
 
 
-def attack_success_rate(classifier: WaveformClassifier, waves: Sequence[Any], labels: Sequence[int],
-                        attack: str = "fgsm", snr: float = DEFAULT_SNR_DB, **kwargs: Any) -> AttackReport:
+def attack_success_rate(
+    classifier: WaveformClassifier,
+    waves: Sequence[Any],
+    labels: Sequence[int],
+    attack: str = "fgsm",
+    snr: float = DEFAULT_SNR_DB,
+    **kwargs: Any,
+) -> AttackReport:
     """The ASR of one attack at one SNR (the method's metric: FGSM at 45 dB); see :func:`run_attack`."""
     return run_attack(classifier, waves, labels, attack, (snr,), **kwargs)[float(snr)]

@@ -26,8 +26,11 @@ class SweepResult:
         """One row per (attack, SNR): ASR, counts and achieved SNR."""
         import pandas as pd
 
-        rows = [{"attack": a, "snr_db": s, **r.to_dict()} for a, by_snr in self.reports.items()
-                for s, r in sorted(by_snr.items())]
+        rows = [
+            {"attack": a, "snr_db": s, **r.to_dict()}
+            for a, by_snr in self.reports.items()
+            for s, r in sorted(by_snr.items())
+        ]
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, float]:
@@ -35,9 +38,14 @@ class SweepResult:
         return {f"asr_{a}_snr{s:g}": r.asr for a, by_snr in self.reports.items() for s, r in by_snr.items()}
 
 
-def snr_sweep(classifier: WaveformClassifier, waves: Sequence[Any], labels: Sequence[int],
-              attacks: Sequence[str] = ("fgsm", "pgd", "gaussian"), snrs: Sequence[float] = SWEEP_SNRS_DB,
-              **kwargs: Any) -> SweepResult:
+def snr_sweep(
+    classifier: WaveformClassifier,
+    waves: Sequence[Any],
+    labels: Sequence[int],
+    attacks: Sequence[str] = ("fgsm", "pgd", "gaussian"),
+    snrs: Sequence[float] = SWEEP_SNRS_DB,
+    **kwargs: Any,
+) -> SweepResult:
     """ASR of each attack at each SNR. FGSM and Gaussian take one gradient/noise draw per clip for all SNRs."""
     for a in attacks:
         get_attack_spec(a)

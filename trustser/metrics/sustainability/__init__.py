@@ -90,7 +90,20 @@ from trustser.metrics.sustainability.table import (
 )
 
 __all__ = [
-    "FlopsReport", "LatencyReport", "MemoryReport", "ModuleCounts", "build_architecture", "count_flops",
-    "count_module", "count_spec", "flops_cache_path", "measure_latency", "measure_peak_memory", "paper_backbones",
-    "paper_tolerance", "sustainability_table", "table_backbones", "whisper_padding_flops_ratio",
+    "FlopsReport",
+    "LatencyReport",
+    "MemoryReport",
+    "ModuleCounts",
+    "build_architecture",
+    "count_flops",
+    "count_module",
+    "count_spec",
+    "flops_cache_path",
+    "measure_latency",
+    "measure_peak_memory",
+    "paper_backbones",
+    "paper_tolerance",
+    "sustainability_table",
+    "table_backbones",
+    "whisper_padding_flops_ratio",
 ]

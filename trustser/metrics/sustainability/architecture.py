@@ -43,4 +43,3 @@ def _inputs(seconds: float, seed: int = 0) -> tuple[Tensor, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     waves = 0.1 * torch.randn(1, samples, generator=generator)
     return waves, torch.tensor([samples])
-

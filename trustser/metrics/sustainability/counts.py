@@ -98,23 +98,40 @@ def count_spec(spec: BackboneSpec, seconds: float = CLIP_SECONDS) -> FlopsReport
     head_params = sum(p.numel() for p in head.parameters())
     paper = spec.paper.gflops_6s if spec.paper else None
     return FlopsReport(
-        backbone=spec.name, seconds=seconds, frames=int(backbone.output_lengths(lengths)[0]),
-        params=backbone_params + head_params, backbone_params=backbone_params, head_params=head_params,
-        flops=counts.flops, macs=counts.macs,
-        front_end_flops=fe[0], front_end_macs=fe[1], backbone_flops=bb[0], backbone_macs=bb[1],
-        head_flops=hd[0], head_macs=hd[1],
+        backbone=spec.name,
+        seconds=seconds,
+        frames=int(backbone.output_lengths(lengths)[0]),
+        params=backbone_params + head_params,
+        backbone_params=backbone_params,
+        head_params=head_params,
+        flops=counts.flops,
+        macs=counts.macs,
+        front_end_flops=fe[0],
+        front_end_macs=fe[1],
+        backbone_flops=bb[0],
+        backbone_macs=bb[1],
+        head_flops=hd[0],
+        head_macs=hd[1],
         paper_gmacs=counts.paper_macs / 1e9,
-        paper_front_end_macs=fe[2], paper_backbone_macs=bb[2], paper_head_macs=hd[2],
-        extra_flops=counts.extra_flops, extra_macs=counts.extra_macs,
-        paper_table_gflops=paper, counter=f"calflops {_dist_version('calflops')}",
+        paper_front_end_macs=fe[2],
+        paper_backbone_macs=bb[2],
+        paper_head_macs=hd[2],
+        extra_flops=counts.extra_flops,
+        extra_macs=counts.extra_macs,
+        paper_table_gflops=paper,
+        counter=f"calflops {_dist_version('calflops')}",
     )
 
 
 def _cache_key(name: str, seconds: float) -> str:
     spec = get_backbone_spec(name)
     key = {
-        "backbone": name, "config": spec.config, "front_end": spec.front_end, "seconds": seconds,
-        "sample_rate": SAMPLE_RATE, "head": [spec.num_hidden_states, spec.hidden_size, NUM_CLASSES, HEAD_WIDTH],
+        "backbone": name,
+        "config": spec.config,
+        "front_end": spec.front_end,
+        "seconds": seconds,
+        "sample_rate": SAMPLE_RATE,
+        "head": [spec.num_hidden_states, spec.hidden_size, NUM_CLASSES, HEAD_WIDTH],
         "convention": CONVENTION_VERSION,
         "versions": {d: _dist_version(d) for d in ("calflops", "torch", "transformers", "s3prl")},
     }
@@ -127,8 +144,9 @@ def flops_cache_path(name: str, seconds: float = CLIP_SECONDS, cache: str | Path
     return cache_dir(cache) / "flops" / f"{name}-{_cache_key(name, seconds)}.json"
 
 
-def count_flops(name: str, seconds: float = CLIP_SECONDS, *, use_cache: bool = True,
-                cache: str | Path | None = None) -> FlopsReport:
+def count_flops(
+    name: str, seconds: float = CLIP_SECONDS, *, use_cache: bool = True, cache: str | Path | None = None
+) -> FlopsReport:
     """FLOPs/MACs/parameters of one inference (front end + backbone + head) on ``seconds`` of audio; cached."""
     path = flops_cache_path(name, seconds, cache)
     if use_cache and path.is_file():

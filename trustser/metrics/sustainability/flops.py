@@ -43,7 +43,6 @@ class ModuleCounts:
     parts: dict[str, tuple[int, int, int]]  # part name → (flops, macs, paper_macs)
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Counting what calflops cannot see, inside calflops' own per-module accounting
 
@@ -225,7 +224,11 @@ def count_module(run: Callable[..., Any], parts: dict[str, nn.Module], *args: Te
         with _extra_counters(totals), torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             flops, macs, _ = calflops.calculate_flops(
-                probe, args=list(args), print_results=False, print_detailed=False, output_as_string=False,
+                probe,
+                args=list(args),
+                print_results=False,
+                print_detailed=False,
+                output_as_string=False,
                 ignore_modules=[nn.GRU, nn.LSTM, nn.RNN],
             )
     except BaseException:
@@ -243,7 +246,10 @@ def count_module(run: Callable[..., Any], parts: dict[str, nn.Module], *args: Te
     claimed = [sum(c[i] for c in parts_counts.values()) for i in range(3)]
     parts_counts["rest"] = (int(flops) - claimed[0], int(macs) - claimed[1], 0)
     return ModuleCounts(
-        flops=int(flops), macs=int(macs), paper_macs=claimed[2], extra_flops=totals[0], extra_macs=totals[1],
+        flops=int(flops),
+        macs=int(macs),
+        paper_macs=claimed[2],
+        extra_flops=totals[0],
+        extra_macs=totals[1],
         parts=parts_counts,
     )
-

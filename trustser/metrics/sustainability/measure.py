@@ -65,8 +65,9 @@ def _inference(backbone: Backbone, head: EmotionHead) -> Callable[[Tensor, Tenso
     return run
 
 
-def measure_latency(name: str, *, repeats: int = 5, warmup: int = 1, seconds: float = CLIP_SECONDS,
-                    num_threads: int | None = None) -> LatencyReport:
+def measure_latency(
+    name: str, *, repeats: int = 5, warmup: int = 1, seconds: float = CLIP_SECONDS, num_threads: int | None = None
+) -> LatencyReport:
     """Wall-clock CPU time of one inference (front end + backbone + head) on one clip: the median over ``repeats``
     timed runs after ``warmup`` untimed ones. ``num_threads`` sets torch's intra-op threads for the measurement."""
     if repeats < 1 or warmup < 0:

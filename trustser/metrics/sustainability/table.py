@@ -24,8 +24,9 @@ def table_backbones() -> list[str]:
     return paper + [name for name in BACKBONES if name not in paper]
 
 
-def sustainability_table(backbones: Iterable[str] | None = None, seconds: float = CLIP_SECONDS, *,
-                         use_cache: bool = True) -> list[dict[str, Any]]:
+def sustainability_table(
+    backbones: Iterable[str] | None = None, seconds: float = CLIP_SECONDS, *, use_cache: bool = True
+) -> list[dict[str, Any]]:
     """One row per backbone (default: :func:`table_backbones`): ``backbone``, ``params``, ``paper_gmacs``,
     ``flops``, ``macs``, the front end / backbone / head split, and the paper's figure (``paper_table_gflops``,
     None for backbones the paper did not measure). No logging, no tracking."""
@@ -38,8 +39,9 @@ def paper_tolerance(paper_gflops: float) -> float:
     return max(0.01 * paper_gflops, 0.05)
 
 
-def whisper_padding_flops_ratio(name: str = "whisper_tiny", seconds: float = CLIP_SECONDS, *,
-                                use_cache: bool = True) -> float:
+def whisper_padding_flops_ratio(
+    name: str = "whisper_tiny", seconds: float = CLIP_SECONDS, *, use_cache: bool = True
+) -> float:
     """FLOPs of Whisper's encoder on a clip zero-padded to its 30 s window over FLOPs on the true length.
 
     Linear layers scale with the 5× longer sequence and attention products with its square, so the ratio exceeds
