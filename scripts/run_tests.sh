@@ -21,5 +21,6 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 export MLFLOW_DISABLE_TELEMETRY=true
 .venv/bin/ruff check trustser tests scripts  # lint first: seconds, and a failure names file and line
+.venv/bin/ruff format --check trustser tests scripts  # formatting (ruff format fixes it)
 .venv/bin/lint-imports --no-cache | tail -n 3  # layers run one way (pyproject.toml [tool.importlinter])
 exec .venv/bin/python -m pytest -q "$@"
