@@ -100,6 +100,11 @@ def build_architecture(name: str):
 class SerModel(mlflow.pyfunc.PythonModel):
     """The pyfunc model: rebuilt from its artifacts in ``load_context``, audio in, emotions out in ``predict``."""
 
+    # predict is untyped on purpose (MLflow would read type hints as the input schema, and the input is audio in
+    # several shapes, checked by input_waves); this MLflow class attribute skips its type-hint wrapping and the
+    # warning it prints at import ("Add type hints to the `predict` method") on every trustser command
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         from safetensors.torch import load_file
 
