@@ -149,7 +149,7 @@ def test_a_study_optimises_the_sixth_objective_and_its_front_carries_it(tmp_path
 def test_configurations_without_the_suite_keep_the_config_hash_they_had_before_it_existed():
     config = RunConfig()
     values = asdict(config)
-    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory"):
+    for key in ("experiment", "progress", "cache_dir", "offline", "log_model", "feature_memory", "device"):
         values.pop(key, None)
     values["trust"].pop("corruptions")
     values.pop("test_dataset"), values.pop("test_data_root")  # cross-corpus settings came later still
