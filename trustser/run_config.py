@@ -107,7 +107,7 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         if self.pooling not in POOLINGS:
-            raise ConfigError(f"train.pooling must be one of {', '.join(POOLINGS)}, got '{self.pooling}'")
+            raise ConfigError(f"train.pooling: unknown pooling '{self.pooling}'; known: {', '.join(POOLINGS)}")
         for name in ("epochs", "batch_size", "width", "max_epochs", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

@@ -350,22 +350,19 @@ def _parse_search(raw: Any, fail) -> tuple[tuple[str, tuple[Any, ...]], ...]:
 
 
 def _check_choice(name: str, value: Any, key: str, fail, backbones) -> None:
-    if name == "backbone" and value not in backbones:
-        raise fail(key, f"unknown backbone '{value}'; known: {', '.join(sorted(backbones))}")
-    if name == "schedule" and value not in SCHEDULES:
-        raise fail(key, f"unknown schedule '{value}'; known: {', '.join(SCHEDULES)}")
-    if name in ("max_epochs", "patience") and value < 1:
-        raise fail(key, f"{name} must be >= 1, got {value}")
-    if name == "pooling" and value not in POOLINGS:
-        raise fail(key, f"unknown pooling '{value}'; known: {', '.join(POOLINGS)}")
-    if name == "unfreeze_top" and value < 0:
-        raise fail(key, f"unfreeze_top must be >= 0 (0 = frozen backbone), got {value}")
-    if name == "min_steps" and value < 0:
-        raise fail(key, f"min_steps must be >= 0, got {value}")
-    if name in ("width", "epochs", "batch_size") and value < 1:
-        raise fail(key, f"{name} must be >= 1, got {value}")
-    if name == "lr" and value <= 0:
-        raise fail(key, f"lr must be > 0, got {value}")
+    """One search choice or fixed training value, checked by the schema that owns the field (``TrainConfig``, or
+    ``RunConfig`` for ``unfreeze_top``), so a study accepts exactly what a run accepts; backbones by the registry."""
+    if name == "backbone":
+        if value not in backbones:
+            raise fail(key, f"unknown backbone '{value}'; known: {', '.join(sorted(backbones))}")
+        return
+    try:
+        if name in TRAIN_KEYS:
+            TrainConfig(**{name: value})
+        else:
+            RunConfig(**{name: value})
+    except ConfigError as exc:
+        raise fail(key, str(exc)) from None
 
 
 def _parse_objectives(raw: Any, fail) -> tuple[Objective, ...]:
