@@ -123,7 +123,7 @@ class StudySpace:
     random_init: bool = False
     weights: str | None = None
     max_seconds: float | None = None
-    seeds: int = 1  # training seeds per fold (RunConfig.seeds)
+    seeds: int = RunConfig.seeds  # training seeds per fold (the schema's default)
     train: tuple[tuple[str, Any], ...] = ()  # fixed TrainConfig values not searched
     trust: tuple[tuple[str, Any], ...] = ()  # TrustConfig settings (attacks, SNRs, probes, cost measurement)
     run: tuple[tuple[str, Any], ...] = ()  # other RunConfig settings fixed by the file (precision, feature_memory ...)
@@ -254,9 +254,8 @@ def parse_space(raw: Mapping[str, Any], source: str = "<memory>") -> StudySpace:
         isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or max_seconds <= 0
     ):
         raise fail("max_seconds", f"expected a positive number of seconds, got {max_seconds!r}")
-    seeds = _typed(raw.get("seeds", 1), int, "seeds", fail)
-    if seeds < 1:
-        raise fail("seeds", f"expected a whole number >= 1, got {seeds}")
+    seeds = _typed(raw.get("seeds", RunConfig.seeds), int, "seeds", fail)
+    _check_choice("seeds", seeds, "seeds", fail, {})
     name = _typed(raw.get("name") or Path(source).stem, str, "name", fail)
     run = _parse_run(raw, run_keys, dict(search), source, fail)
     space = StudySpace(
