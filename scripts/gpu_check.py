@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -114,9 +115,9 @@ def fold_check(precisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for device, precision in precisions:
         with tempfile.TemporaryDirectory(prefix="trustser-gpu-check-") as tmp:
-            import mlflow
-
-            mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+            # the run's store is a throwaway: trustser.tracking reads MLFLOW_TRACKING_URI (else ./mlflow.db)
+            previous = os.environ.get("MLFLOW_TRACKING_URI")
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
             config = RunConfig(
                 backbone="whisper_tiny_en",
                 folds="1",
@@ -128,7 +129,13 @@ def fold_check(precisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
                 trust=TrustConfig(max_attack_clips=32, sweep_snrs=(45.0,), measure_cost=False),
             )
             t0 = time.perf_counter()
-            result = run_experiment(config)
+            try:
+                result = run_experiment(config)
+            finally:
+                if previous is None:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                else:
+                    os.environ["MLFLOW_TRACKING_URI"] = previous
             wall = time.perf_counter() - t0
         fold = result.folds[0].metrics
         runs[f"{device}/{precision}"] = {
