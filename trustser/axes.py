@@ -65,6 +65,7 @@ suite (``trustser.metrics.robustness``), measured only when ``trust.corruptions`
 ALL_OBJECTIVES: dict[str, Objective] = {**OBJECTIVES, **OPTIONAL_OBJECTIVES}
 
 CHANCE_UAR = 1 / len(EMOTIONS)  # 0.25 for the method's four classes
+CHANCE_MARGIN = 0.02  # without an interval: a point UAR up to chance + this counts as chance level
 MEANINGLESS_AT_CHANCE = ("safety", "fairness", "robustness")  # axes a chance-level classifier wins for free
 
 AXES = ("performance", "privacy", "safety", "fairness", "sustainability")

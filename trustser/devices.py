@@ -11,6 +11,8 @@ ConfigError naming the setting, before anything runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -40,8 +42,10 @@ def resolve_device(setting: str | None = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter (or buffer): where its inputs must go. CPU for one without any."""
-    for tensor in (*module.parameters(), *module.buffers()):
+def module_device(module: nn.Module | Any) -> torch.device:
+    """The device of a model's first parameter (or buffer): where its inputs must go. The CPU for one without any,
+    or for a model that is not a torch module (a test's stand-in classifier)."""
+    parameters, buffers = getattr(module, "parameters", None), getattr(module, "buffers", None)
+    for tensor in (*(parameters() if parameters else ()), *(buffers() if buffers else ())):
         return tensor.device
     return torch.device("cpu")

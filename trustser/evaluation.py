@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from trustser import EMOTIONS, MAX_SECONDS
+from trustser.axes import CHANCE_MARGIN, CHANCE_UAR
 from trustser.corpora import CorpusIndex, Fold
 from trustser.cross_corpus import CrossCorpus, cross_metrics
 from trustser.devices import module_device
@@ -341,10 +342,10 @@ def training_warnings(ev: FoldEvaluation, fold: str) -> list[str]:
     metrics = ev.metrics
     if ev.reference_warning:
         out.append(f"{fold}: {ev.reference_warning}")
-    chance = 1.0 / len(EMOTIONS)
+    chance = CHANCE_UAR
     low = metrics.get("test_uar_ci_low", float("nan"))
     uar = metrics.get("test_uar", float("nan"))
-    if (np.isfinite(low) and low <= chance) or (not np.isfinite(low) and uar <= chance + 0.02):
+    if (np.isfinite(low) and low <= chance) or (not np.isfinite(low) and uar <= chance + CHANCE_MARGIN):
         out.append(
             f"{fold}: test UAR {uar:.3f} is not shown to be above chance {chance:.2f}"
             + (f" (its 95 % interval reaches {low:.3f})" if np.isfinite(low) else "")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from trustser.backbones.base import Backbone
 from trustser.backbones.top_layers import TopLayers
+from trustser.devices import module_device
 from trustser.errors import ConfigError
 from trustser.head import EmotionHead
 from trustser.training import collate
@@ -91,7 +92,7 @@ def live_features(
     if not isinstance(model, FineTunedClassifier):
         return {i: features[i] for i in ids}
     model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     order = sorted(ids, key=lambda i: features[i].shape[1])  # similar lengths together: less padding
     out: dict[str, Tensor] = {}
     for start in range(0, len(order), batch_size):

@@ -259,15 +259,6 @@ class RobustnessRun:
         return pd.DataFrame(rows)
 
 
-def _device_of(model: Any):
-    import torch
-
-    params = getattr(model, "parameters", None)
-    for p in params() if params else ():
-        return p.device
-    return torch.device("cpu")
-
-
 def evaluate_corruptions(
     classifier: Any,
     waves: Sequence[Any],
@@ -311,7 +302,9 @@ def evaluate_corruptions(
         w = waves[i]
         return (w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)).astype(np.float32).ravel()
 
-    device = _device_of(classifier)
+    from trustser.devices import module_device
+
+    device = module_device(classifier)
     was_training = getattr(classifier, "training", False)
     if hasattr(classifier, "eval"):
         classifier.eval()

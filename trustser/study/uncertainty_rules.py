@@ -39,9 +39,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from trustser.axes import ALL_OBJECTIVES, CHANCE_UAR, MEANINGLESS_AT_CHANCE  # noqa: F401 (re-exported)
+from trustser.axes import ALL_OBJECTIVES, CHANCE_MARGIN, CHANCE_UAR, MEANINGLESS_AT_CHANCE  # noqa: F401 (re-exported)
 
-CHANCE_MARGIN = 0.02  # without an interval: a point UAR up to chance + this counts as chance level
 LEVEL = "95 %"  # the level of the logged intervals
 
 
