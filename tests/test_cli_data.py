@@ -10,28 +10,12 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 from replicas import build_crema_d, build_manifest, build_msp_podcast
+from run_flags import FAST_RUN
 
 from trustser.cli import main
 
 EMODB_ROOT = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "emodb").resolve()
 needs_emodb = pytest.mark.skipif(not (EMODB_ROOT / "wav").is_dir(), reason=f"shipped EmoDB not found at {EMODB_ROOT}")
-
-FAST_RUN = [
-    "--backbone",
-    "whisper_tiny",
-    "--random-init",
-    "--folds",
-    "1",
-    "--schedule",
-    "paper",
-    "--epochs",
-    "1",
-    "--no-progress",
-    "--no-safety",
-    "--no-probes",
-    "--no-cost",
-]
-"""The cheapest complete run: one fold, one epoch, the smallest backbone, no attacks / probes / timing."""
 
 
 def invoke(*args: str):

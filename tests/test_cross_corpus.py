@@ -11,28 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from replicas import build_manifest
+from run_flags import FAST_RUN
 from trustser.cli import main
 from trustser.cross_corpus import check_distinct, cross_matrix, metric_name
 from trustser.errors import ConfigError
 from trustser.study.pareto import Candidate
 
-FAST = [
-    "--backbone",
-    "whisper_tiny",
-    "--random-init",
-    "--folds",
-    "1",
-    "--schedule",
-    "paper",
-    "--epochs",
-    "1",
-    "--no-progress",
-    "--no-safety",
-    "--no-probes",
-    "--no-cost",
-    "--bootstrap",
-    "50",
-]
+FAST = [*FAST_RUN, "--bootstrap", "50"]
 
 
 def test_a_run_tests_each_fold_model_on_all_of_another_corpus_and_logs_the_uar_with_its_interval(fold1_emodb, tmp_path):

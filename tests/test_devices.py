@@ -74,30 +74,19 @@ def test_a_run_logs_the_device_asked_for_and_the_one_used(fold1_emodb):
     from click.testing import CliRunner
 
     from trustser.cli import main
+    from run_flags import FAST_RUN
 
     result = CliRunner().invoke(
         main,
         [
             "run",
-            "--backbone",
-            "apc",
-            "--random-init",
+            *FAST_RUN,
             "--data-root",
             str(fold1_emodb),
-            "--folds",
-            "1",
             "--device",
             "cpu",
-            "--schedule",
-            "paper",
-            "--epochs",
-            "1",
-            "--no-safety",
-            "--no-probes",
-            "--no-cost",
             "--bootstrap",
             "0",
-            "--no-progress",
             "--set",
             "log_model=false",
             "--set",
