@@ -80,7 +80,7 @@ class UnitCosts:
     extract_s_per_audio_s: float  # package extract_features, cold cache, fp32
     train_s_per_frame_epoch: float  # head training incl. per-epoch validation, per (train + val) frame and epoch
     probe_s_per_frame_epoch: float  # gender + speaker probes, the same unit
-    attack_s_per_test_audio_s: float  # FGSM + Gaussian at every sweep SNR, per second of attacked-subset test audio
+    attack_s_per_test_audio_s: float  # the default attacks at their SNRs, per second of attacked-subset test audio
     other_s_per_clip_fold: float  # the rest of a fold (reference probe, fairness, bootstrap, MLflow), per clip
     per_run_s: float  # once per backbone x corpus run: backbone load, MLflow setup, FLOPs count, latency, memory
 

@@ -43,6 +43,7 @@ def _other_value(field) -> str:
         "precision": "bf16",
         "feature_memory": "disk",
         "attacks": "fgsm",
+        "sweep_attacks": "fgsm,gaussian",
         "corruptions": "white_snr10",
         "backbone": "apc",
         "dataset": "crema_d",
@@ -85,6 +86,8 @@ def test_unknown_keys_and_bad_values_name_the_key_and_what_is_allowed(tmp_path):
         with_assignments(RunConfig(), ["train.schedule=fast"])
     with pytest.raises(ConfigError, match=r"trust\.attacks.*'fgm'.*fgsm"):
         with_assignments(RunConfig(), ["trust.attacks=[fgm]"])
+    with pytest.raises(ConfigError, match=r"trust\.sweep_attacks.*'pgdd'.*fgsm"):
+        with_assignments(RunConfig(), ["trust.sweep_attacks=[pgdd]"])
     with pytest.raises(ConfigError, match=r"precision.*'fp8'.*bf16"):
         with_assignments(RunConfig(), ["precision=fp8"])
     with pytest.raises(ConfigError, match=r"train\.epochs: expected a whole number, got 'many'"):
@@ -181,3 +184,11 @@ def test_the_cli_precision_choices_are_the_extractions():
     from trustser.features import PRECISIONS as EXTRACTION_PRECISIONS
 
     assert set(PRECISIONS) == set(EXTRACTION_PRECISIONS)
+
+
+def test_only_the_swept_attacks_run_at_every_sweep_snr_the_others_at_the_operating_point():
+    trust = RunConfig().trust
+    assert trust.attack_snrs("fgsm") == (45.0, 30.0, 35.0, 40.0, 50.0, 55.0, 60.0)  # the operating point first
+    assert trust.attack_snrs("gaussian") == trust.attack_snrs("pgd") == (45.0,)
+    swept = with_assignments(RunConfig(), ["trust.sweep_attacks=[fgsm,gaussian]", "trust.sweep_snrs=[40,45]"]).trust
+    assert swept.attack_snrs("gaussian") == (45.0, 40.0) and swept.attack_snrs("pgd") == (45.0,)

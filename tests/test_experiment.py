@@ -64,6 +64,10 @@ def test_parent_and_fold_runs_hold_params_metrics_and_artifacts(mini_emodb):
         assert {"safety/fgsm_clips.csv", "safety/snr_sweep.png"} <= safety
         if child.data.metrics["safety_fgsm_n_attacked"] > 0:
             assert abs(child.data.metrics["safety_fgsm_achieved_snr_db_mean"] - 45.0) < 0.1
+        # FGSM is swept, Gaussian noise runs at 45 dB only, on the clips FGSM found correct on the waveform path
+        assert "safety_fgsm_asr_snr40" in child.data.metrics and "safety_gaussian_asr_snr40" not in child.data.metrics
+        for count in ("n_attacked", "n_clean_mismatch"):
+            assert child.data.metrics[f"safety_gaussian_{count}"] == child.data.metrics[f"safety_fgsm_{count}"]
         speakers = json.loads(open(client.download_artifacts(child.info.run_id, "speakers.json")).read())
         assert not set(speakers["test"]) & set(speakers["train"])
     mean = sum(c.data.metrics["test_uar"] for c in children) / 2

@@ -446,3 +446,49 @@ def test_batched_attacks_equal_per_clip_attacks_on_every_backbone_family(name):
         batched = run_attack(classifier, waves, labels, attack, (10.0, 45.0), settings=AttackSettings(batch_size=3))
         assert_same_records(per_clip, batched)
         assert per_clip[45.0].n_attacked == 3 and per_clip[45.0].n_silent == 1
+
+
+class CountingHead(MeanSignHead):
+    """MeanSignHead that counts the clips it has classified (one per row of each forward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.clips_seen = 0
+
+    def forward(self, hidden, mask):
+        self.clips_seen += hidden.shape[0]
+        return super().forward(hidden, mask)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_an_attack_reuses_the_clean_predictions_another_attack_made_and_skips_its_clean_forward(batch_size):
+    # the caller says "wrong" is right: FGSM's waveform path finds the mismatch, Gaussian noise inherits it
+    settings = AttackSettings(batch_size=batch_size)
+    given = [0, 0, 0, 0]
+    fgsm = run_attack(stub_classifier(), WAVES, LABELS, "fgsm", clip_ids=IDS, clean_predictions=given)[45.0]
+    known = fgsm.waveform_predictions()
+    assert known == [0, 0, 1, None]  # robust, fragile attacked; wrong a mismatch; silent never ran the model
+
+    alone_head, reusing_head = CountingHead(), CountingHead()
+    kwargs = dict(clip_ids=IDS, clean_predictions=given, settings=settings)
+    alone = run_attack(
+        WaveformClassifier(FramesBackbone(), alone_head, feature_dtype=None), WAVES, LABELS, "gaussian", **kwargs
+    )
+    reusing = run_attack(
+        WaveformClassifier(FramesBackbone(), reusing_head, feature_dtype=None),
+        WAVES,
+        LABELS,
+        "gaussian",
+        waveform_predictions=known,
+        **kwargs,
+    )
+    assert_same_records(alone, reusing)
+    status = {r.clip_id: r.status for r in reusing[45.0].records}
+    assert status == {"robust": "attacked", "fragile": "attacked", "wrong": "clean_mismatch", "silent": "silent"}
+    # alone: 3 clean predictions (robust, fragile, wrong) + 2 noisy ones; reusing: only the 2 noisy ones
+    assert (alone_head.clips_seen, reusing_head.clips_seen) == (5, 2)
+
+
+def test_waveform_predictions_must_match_the_clips():
+    with pytest.raises(ValueError, match="waveform_predictions"):
+        run_attack(stub_classifier(), WAVES, LABELS, "gaussian", waveform_predictions=[0])

@@ -280,28 +280,33 @@ def evaluate_safety(
     max_seconds: float,
     progress: bool,
 ) -> dict[str, Any]:
-    """Attacks on the raw waveform through backbone + trained head, over the correctly classified test clips."""
+    """Attacks on the raw waveform through backbone + trained head, over the correctly classified test clips, each
+    at ``trust.attack_snrs``. The first attack's clean predictions on the waveform path are reused by the next
+    (Gaussian noise then needs no clean forward), so every attack is measured on the same clips."""
     from trustser.metrics.safety import AttackSettings, ClipWaves, WaveformClassifier, run_attack
 
     chosen = attack_subset(test_ids, trust.max_attack_clips)
     classifier = WaveformClassifier(backbone, head)
     waves = ClipWaves([index.clips[test_ids[i]].path for i in chosen], max_seconds=max_seconds)
     settings = AttackSettings(pgd_steps=trust.pgd_steps, train_mode=trust.attack_train_mode)
-    snrs = tuple(dict.fromkeys((float(trust.snr_db), *map(float, trust.sweep_snrs))))
-    return {
-        attack: run_attack(
+    reports: dict[str, Any] = {}
+    known: list[int | None] | None = None  # the waveform path's clean predictions, shared by the attacks
+    for attack in trust.attacks:
+        reports[attack] = run_attack(
             classifier,
             waves,
             [int(y_true[i]) for i in chosen],
             attack,
-            snrs,
+            trust.attack_snrs(attack),
             clip_ids=[test_ids[i] for i in chosen],
             clean_predictions=[int(y_pred[i]) for i in chosen],
             settings=settings,
             progress=progress,
+            waveform_predictions=known,
         )
-        for attack in trust.attacks
-    }
+        made = reports[attack][float(trust.snr_db)].waveform_predictions()
+        known = made if known is None else [k if k is not None else m for k, m in zip(known, made)]
+    return reports
 
 
 def evaluate_robustness(

@@ -78,6 +78,13 @@ class AttackReport:
             "achieved_snr_db_max": self.max_snr_db,
         }
 
+    def waveform_predictions(self) -> list[int | None]:
+        """Each clip's clean prediction on the waveform path where this attack made it (attacked: correct;
+        clean_mismatch: the waveform path disagreed with the caller), None where it did not run the model (silent,
+        or skipped as known misclassified). In input order; another attack on the same classifier can reuse them
+        (``run_attack(waveform_predictions=...)``)."""
+        return [r.clean_pred if r.status in ("attacked", "clean_mismatch") else None for r in self.records]
+
     def records_frame(self):
         import pandas as pd
 

@@ -117,8 +117,10 @@ def _attack_clip(
     given: int | None,
     snrs: tuple[float, ...],
     settings: AttackSettings,
+    known: int | None = None,
 ) -> list[ClipResult]:
-    """One clip's record at each SNR: skipped with its status, or attacked."""
+    """One clip's record at each SNR: skipped with its status, or attacked. ``known``: the waveform path's clean
+    prediction if another attack already made it (no clean forward then)."""
 
     def unattacked(status: str, clean_pred: int | None = None) -> list[ClipResult]:
         return _unattacked(x, clip_id, label, snrs, status, clean_pred)
@@ -129,7 +131,7 @@ def _attack_clip(
     failed = "incorrect" if given is None else "clean_mismatch"
     captured = spec.first_forward_is_clean and not settings.train_mode
     if not captured:
-        clean_pred = _predict(classifier, x[None])[0]
+        clean_pred = known if known is not None else _predict(classifier, x[None])[0]
         if clean_pred != label:
             return unattacked(failed, clean_pred)
     seed = _clip_seed(settings.seed, clip_id)
@@ -155,15 +157,21 @@ def _attack_batch(
     given: Sequence[int | None],
     snrs: tuple[float, ...],
     settings: AttackSettings,
+    known: Sequence[int | None],
 ) -> list[list[ClipResult]]:
     """:func:`_attack_clip` for clips that need the model (none silent or known misclassified), eval mode, in
-    padded batches: one clean forward (Gaussian) or one forward + backward (FGSM, whose forward is the clean one),
-    then one forward over every clip's perturbed versions."""
+    padded batches: one clean forward (Gaussian, for the clips whose waveform prediction is not ``known``) or one
+    forward + backward (FGSM, whose forward is the clean one), then one forward over every clip's perturbed
+    versions."""
     failed = ["incorrect" if g is None else "clean_mismatch" for g in given]
     records: list[list[ClipResult] | None] = [None] * len(xs)
     clean: list[int | None] = [None] * len(xs)
     if not spec.first_forward_is_clean:
-        clean = list(_predict_padded(classifier, xs))
+        clean = list(known)
+        unknown = [k for k in range(len(xs)) if clean[k] is None]
+        if unknown:
+            for k, pred in zip(unknown, _predict_padded(classifier, [xs[k] for k in unknown])):
+                clean[k] = pred
         for k, (pred, label) in enumerate(zip(clean, labels)):
             if pred != label:
                 records[k] = _unattacked(xs[k], clip_ids[k], label, snrs, failed[k], pred)
@@ -210,6 +218,7 @@ def _attack_batched(
     settings: AttackSettings,
     device: torch.device,
     bar: Any,
+    known: Sequence[int | None],
 ) -> list[list[ClipResult]]:
     """Every clip's records, in input order, with the clips that need the model attacked in length-sorted batches."""
     records: list[list[ClipResult] | None] = [None] * len(waves)
@@ -236,6 +245,7 @@ def _attack_batched(
                 [given[i] for i in index],
                 snrs,
                 settings,
+                [known[i] for i in index],
             )
             for i, result in zip(index, results):
                 records[i] = result
@@ -253,13 +263,17 @@ def run_attack(
     clean_predictions: Sequence[int] | None = None,
     settings: AttackSettings = AttackSettings(),
     progress: bool = False,
+    waveform_predictions: Sequence[int | None] | None = None,
 ) -> dict[float, AttackReport]:
     """Attack every clip at every SNR; one :class:`AttackReport` per SNR.
 
     ``waves``: any sequence of 1-D waveforms (tensors or arrays; a lazy one such as :class:`ClipWaves` keeps memory
     flat). ``clean_predictions`` (e.g. the cached-feature predictions the performance metric used) lets clips
     already known to be misclassified be skipped without any compute; the clean prediction of the waveform path
-    is still checked, and a disagreement is excluded as ``clean_mismatch``. The classifier's mode is restored.
+    is still checked, and a disagreement is excluded as ``clean_mismatch``. ``waveform_predictions``: that check's
+    answer where another attack on this classifier already gave it (:meth:`AttackReport.waveform_predictions`;
+    None = not known): trusted, so an attack that needs a separate clean forward (Gaussian noise) skips it, and
+    every attack runs on the same correctly classified clips. The classifier's mode is restored.
     FGSM and Gaussian noise run ``settings.batch_size`` clips at a time (module docstring, "Batches"); PGD and
     ``train_mode`` one at a time.
     """
@@ -271,8 +285,11 @@ def run_attack(
         len(labels) != len(waves)
         or (clip_ids is not None and len(clip_ids) != len(waves))
         or (clean_predictions is not None and len(clean_predictions) != len(waves))
+        or (waveform_predictions is not None and len(waveform_predictions) != len(waves))
     ):
-        raise ValueError("waves, labels, clip_ids and clean_predictions must have the same length")
+        raise ValueError(
+            "waves, labels, clip_ids, clean_predictions and waveform_predictions must have the same length"
+        )
     from tqdm.auto import tqdm
 
     device = module_device(classifier)
@@ -280,12 +297,15 @@ def run_attack(
     records: dict[float, list[ClipResult]] = {snr: [] for snr in snrs}
     ids = [str(clip_ids[i]) if clip_ids is not None else str(i) for i in range(len(waves))]
     given = [None if clean_predictions is None else int(clean_predictions[i]) for i in range(len(waves))]
+    known = [None if waveform_predictions is None else waveform_predictions[i] for i in range(len(waves))]
     batched = settings.batch_size > 1 and spec.perturb_batch is not None and not settings.train_mode
     try:
         classifier.eval()
         with tqdm(total=len(waves), desc=f"{attack} attack", unit="clip", disable=not progress) as bar:
             if batched:
-                per_clip = _attack_batched(classifier, spec, waves, labels, ids, given, snrs, settings, device, bar)
+                per_clip = _attack_batched(
+                    classifier, spec, waves, labels, ids, given, snrs, settings, device, bar, known
+                )
             else:
                 per_clip = []
                 for i in range(len(waves)):
@@ -299,6 +319,7 @@ def run_attack(
                             given[i],
                             snrs,
                             settings,
+                            known[i],
                         )
                     )
                     bar.update(1)
