@@ -114,6 +114,9 @@ class Settings:
     clip_limit: int | None = None  # tiny: this many clips per partition of each used fold
     estimate_flops: str = "count"  # full-grid scale factors: "count" (count_flops, cached) or "paper" (Table 4)
     data_root: str | None = None
+    # section 4 and the bf16 matmul: "auto" runs them where oneDNN has bf16 kernels (AVX512-BF16 / AMX); elsewhere
+    # torch emulates bf16 and a 2048^2 matmul alone takes minutes, so "auto" skips them and says so; "on" forces them
+    bf16: str = "auto"
 
 
 PRESETS: dict[str, Settings] = {
@@ -176,11 +179,97 @@ PRESETS: dict[str, Settings] = {
         },
         clip_limit=2,
         estimate_flops="paper",
+        bf16="on",  # tiny sizes: section 4's code runs on any CPU, emulated or not
     ),
 }
 
 
 # -------------------------------------------------------------------------------------------------- the bench
+def bf16_section(
+    settings: Settings,
+    corpus: Any,
+    backbone: Any,
+    source: Any,
+    cache: Path,
+    work_dir: Path,
+    all_ids: list[str],
+    fp32_s: float,
+    fp32_store: Any,
+    gflop_all: float,
+    mm: Mapping[str, Any],
+    fp32_train: Any,
+    uar_fp32: list[float],
+) -> dict[str, Any]:
+    """Section 4: cold extraction under bf16 autocast against fp32 (speed, feature difference, test UAR)."""
+    log(f"bf16 extraction ({len(all_ids)} clips) and UAR over {settings.uar_folds} fold(s)")
+    bf16_store, bf16_s = cold_extract(corpus, backbone, source, cache, all_ids, precision="bf16")
+    rounds = {"fp32": [fp32_s], "bf16": [bf16_s]}
+    for k in range(1, settings.precision_rounds):  # alternate further cold passes: single passes vary by ~10 %
+        for precision in ("fp32", "bf16"):
+            rounds[precision].append(
+                cold_extract(corpus, backbone, source, work_dir / f"round{k}", all_ids, precision)[1]
+            )
+    fp32_best, bf16_best = min(rounds["fp32"]), min(rounds["bf16"])
+    subset = study_ids(all_ids, settings.study_clips)
+    study_waves = [corpus.waves[i] for i in subset]
+    compute_fp32 = time_compute(backbone, study_waves, 1, "fp32", settings.study_repeats)
+    compute_bf16 = time_compute(backbone, study_waves, 1, "bf16", settings.study_repeats)
+    from trustser.features import bf16_weights_twin, compute_hidden
+
+    twin = bf16_weights_twin(backbone)  # what the package's bf16 extraction runs
+    compute_bf16_precast = time_compute(twin, study_waves, 1, "bf16", settings.study_repeats)
+    precast_diff = max(
+        float((compute_hidden(backbone, w, "bf16") - compute_hidden(twin, w, "bf16")).abs().max())
+        for w in study_waves[:4]
+    )
+    del twin
+    folds = corpus.folds[: settings.uar_folds]
+    uar_bf16, _ = test_uars(bf16_store.in_float32(), corpus, folds, settings.epochs)
+    bf16 = {
+        "clips": len(all_ids),
+        "rounds": rounds,
+        "fp32_cold_s": fp32_best,
+        "bf16_cold_s": bf16_best,
+        "speedup": fp32_best / bf16_best,
+        "compute_only": {
+            "clips": len(subset),
+            "fp32_s": compute_fp32,
+            "bf16_autocast_s": compute_bf16,
+            "bf16_precast_weights_s": compute_bf16_precast,
+            "speedup_autocast": compute_fp32 / compute_bf16,
+            "speedup_precast": compute_fp32 / compute_bf16_precast,
+            "precast_vs_autocast_max_abs_diff": precast_diff,
+        },
+        "bf16_gflops_per_s": gflop_all / bf16_best,
+        "bf16_peak_fraction": gflop_all / bf16_best / mm["bf16_peak_gflops"],
+        "feature_difference": feature_difference(fp32_store, bf16_store),
+        "folds": [f.name for f in folds],
+        "epochs": settings.epochs,
+        "uar_fp32": uar_fp32,
+        "uar_bf16": uar_bf16,
+        "uar_delta_mean": float(np.mean(uar_bf16) - np.mean(uar_fp32)),
+        "uar_delta_max_abs_fold": float(np.max(np.abs(np.subtract(uar_bf16, uar_fp32)))),
+    }
+    if settings.seed_reference:
+        uar_seed1, _ = test_uars(fp32_train, corpus, folds, settings.epochs, seed=1)
+        bf16["uar_fp32_seed1"] = uar_seed1
+        bf16["seed_delta_mean"] = float(np.mean(uar_seed1) - np.mean(uar_fp32))
+        bf16["seed_delta_max_abs_fold"] = float(np.max(np.abs(np.subtract(uar_seed1, uar_fp32))))
+    return bf16
+
+
+def bf16_skip_reason(setting: str, kernels: bool | None) -> str | None:
+    """Why the bf16 measurements are skipped (``Settings.bf16``), or None to run them."""
+    if setting == "off":
+        return "--bf16 off"
+    if setting == "auto" and kernels is False:
+        return (
+            "this CPU has no oneDNN bf16 kernels (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False): bf16 would "
+            "be emulated, minutes per matmul, and measure the emulation; --bf16 on forces it"
+        )
+    return None
+
+
 def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     import warnings
 
@@ -197,8 +286,13 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
     thread_options = sorted({1, max(1, min(cores, 2))}) if cores > 1 else [1]
     log(f"load average {loads['start']}; threads measured: {thread_options}")
 
+    bf16_skip = bf16_skip_reason(settings.bf16, results["machine"]["mkldnn_bf16_supported"])
+    if bf16_skip:
+        log(f"bf16 skipped: {bf16_skip}")
     log("matmul")
-    results["matmul"] = mm = measure_matmul(settings.matmul_n, settings.matmul_repeats, thread_options)
+    results["matmul"] = mm = measure_matmul(
+        settings.matmul_n, settings.matmul_repeats, thread_options, bf16=not bf16_skip
+    )
     peak = mm["fp32_peak_gflops"]
     loads["after_matmul"] = load_average()
 
@@ -310,64 +404,27 @@ def run_bench(settings: Settings, work_dir: Path) -> dict[str, Any]:
         log("Whisper true length vs 30 s padding")
         results["whisper_padding"] = whisper_padding(backbone, corpus, settings.pad_repeats)
 
-    log(f"bf16 extraction ({len(all_ids)} clips) and UAR over {settings.uar_folds} fold(s)")
-    bf16_store, bf16_s = cold_extract(corpus, backbone, source, cache, all_ids, precision="bf16")
-    rounds = {"fp32": [fp32_s], "bf16": [bf16_s]}
-    for k in range(1, settings.precision_rounds):  # alternate further cold passes: single passes vary by ~10 %
-        for precision in ("fp32", "bf16"):
-            rounds[precision].append(
-                cold_extract(corpus, backbone, source, work_dir / f"round{k}", all_ids, precision)[1]
-            )
-    fp32_best, bf16_best = min(rounds["fp32"]), min(rounds["bf16"])
-    subset = study_ids(all_ids, settings.study_clips)
-    study_waves = [corpus.waves[i] for i in subset]
-    compute_fp32 = time_compute(backbone, study_waves, 1, "fp32", settings.study_repeats)
-    compute_bf16 = time_compute(backbone, study_waves, 1, "bf16", settings.study_repeats)
-    from trustser.features import bf16_weights_twin, compute_hidden
-
-    twin = bf16_weights_twin(backbone)  # what the package's bf16 extraction runs
-    compute_bf16_precast = time_compute(twin, study_waves, 1, "bf16", settings.study_repeats)
-    precast_diff = max(
-        float((compute_hidden(backbone, w, "bf16") - compute_hidden(twin, w, "bf16")).abs().max())
-        for w in study_waves[:4]
-    )
-    del twin
     folds = corpus.folds[: settings.uar_folds]
-    fp32_train, bf16_train = fp32_store.in_float32(), bf16_store.in_float32()
-    uar_fp32, head = test_uars(fp32_train, corpus, folds, settings.epochs)
-    uar_bf16, _ = test_uars(bf16_train, corpus, folds, settings.epochs)
-    bf16 = {
-        "clips": len(all_ids),
-        "rounds": rounds,
-        "fp32_cold_s": fp32_best,
-        "bf16_cold_s": bf16_best,
-        "speedup": fp32_best / bf16_best,
-        "compute_only": {
-            "clips": len(subset),
-            "fp32_s": compute_fp32,
-            "bf16_autocast_s": compute_bf16,
-            "bf16_precast_weights_s": compute_bf16_precast,
-            "speedup_autocast": compute_fp32 / compute_bf16,
-            "speedup_precast": compute_fp32 / compute_bf16_precast,
-            "precast_vs_autocast_max_abs_diff": precast_diff,
-        },
-        "bf16_gflops_per_s": gflop_all / bf16_best,
-        "bf16_peak_fraction": gflop_all / bf16_best / mm["bf16_peak_gflops"],
-        "feature_difference": feature_difference(fp32_store, bf16_store),
-        "folds": [f.name for f in folds],
-        "epochs": settings.epochs,
-        "uar_fp32": uar_fp32,
-        "uar_bf16": uar_bf16,
-        "uar_delta_mean": float(np.mean(uar_bf16) - np.mean(uar_fp32)),
-        "uar_delta_max_abs_fold": float(np.max(np.abs(np.subtract(uar_bf16, uar_fp32)))),
-    }
-    if settings.seed_reference:
-        uar_seed1, _ = test_uars(fp32_train, corpus, folds, settings.epochs, seed=1)
-        bf16["uar_fp32_seed1"] = uar_seed1
-        bf16["seed_delta_mean"] = float(np.mean(uar_seed1) - np.mean(uar_fp32))
-        bf16["seed_delta_max_abs_fold"] = float(np.max(np.abs(np.subtract(uar_seed1, uar_fp32))))
-    results["bf16"] = bf16
-    del bf16_store, bf16_train
+    fp32_train = fp32_store.in_float32()
+    uar_fp32, head = test_uars(fp32_train, corpus, folds, settings.epochs)  # section 4's reference, section 5's model
+    if bf16_skip:
+        results["bf16"] = {"skipped": bf16_skip, "folds": [f.name for f in folds], "uar_fp32": uar_fp32}
+    else:
+        results["bf16"] = bf16_section(
+            settings,
+            corpus,
+            backbone,
+            source,
+            cache,
+            work_dir,
+            all_ids,
+            fp32_s,
+            fp32_store,
+            gflop_all,
+            mm,
+            fp32_train,
+            uar_fp32,
+        )
     loads["after_bf16"] = load_average()
 
     log(f"attack cost ({settings.attack_clips} clips)")
@@ -458,8 +515,8 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "whisper_pad_time_ratio": pad.get("encoder_time_ratio", float("nan")),
         "extraction_peak_fraction": r["extraction"]["peak_fraction"],
         "extraction_peak_fraction_best_config": r["extraction"]["compute_only_best_peak_fraction"],
-        "bf16_speedup": r["bf16"]["speedup"],
-        "bf16_uar_delta": r["bf16"]["uar_delta_mean"],
+        "bf16_speedup": r["bf16"].get("speedup"),  # None where section 4 was skipped (no bf16 kernels)
+        "bf16_uar_delta": r["bf16"].get("uar_delta_mean"),
         "matmul_gflops": r["matmul"]["fp32_peak_gflops"],
         "matmul_gflops_bf16": r["matmul"]["bf16_peak_gflops"],
         "fgsm_vs_forward": r["attack"]["fgsm_sweep_vs_forward"],
@@ -477,14 +534,34 @@ def headline(r: dict[str, Any]) -> dict[str, Any]:
         "cache_speedup >= 20": out["cache_speedup"] >= 20,
         "whisper_pad_flops_ratio >= 4": out["whisper_pad_flops_ratio"] >= 4,
         "extraction_peak_fraction >= 0.40": out["extraction_peak_fraction"] >= 0.40,
-        "bf16_speedup >= 1.5": out["bf16_speedup"] >= 1.5,
-        "|bf16_uar_delta| <= 0.01": abs(out["bf16_uar_delta"]) <= 0.01,
+        "bf16_speedup >= 1.5": None if out["bf16_speedup"] is None else out["bf16_speedup"] >= 1.5,
+        "|bf16_uar_delta| <= 0.01": None if out["bf16_uar_delta"] is None else abs(out["bf16_uar_delta"]) <= 0.01,
         "attack batches give the per-clip results": bool(r.get("attack_batching", {}).get("results_equal", False)),
     }
     return out
 
 
 # ------------------------------------------------------------------------------------------------------ output
+def _bf16_lines(b: Mapping[str, Any]) -> list[str]:
+    return [
+        "",
+        "4. bf16 autocast vs fp32 extraction",
+        f"   package, cold: {b['fp32_cold_s']:.1f} vs {b['bf16_cold_s']:.1f} s -> {b['speedup']:.2f}x; "
+        f"compute only {b['compute_only']['speedup_autocast']:.2f}x, with bf16-stored weights "
+        f"{b['compute_only']['speedup_precast']:.2f}x",
+        f"   features: max relative L2 {b['feature_difference']['max_relative_l2']:.4f} "
+        f"(median {b['feature_difference']['median_relative_l2']:.4f})",
+        f"   test UAR over {len(b['folds'])} fold(s): fp32 {np.mean(b['uar_fp32']):.4f}, "
+        f"bf16 {np.mean(b['uar_bf16']):.4f}, delta {b['uar_delta_mean']:+.4f} "
+        f"(largest per fold {b['uar_delta_max_abs_fold']:.4f})"
+        + (
+            f"; fp32 seed 1 vs 0: {b['seed_delta_mean']:+.4f} (largest {b['seed_delta_max_abs_fold']:.4f})"
+            if "seed_delta_mean" in b
+            else ""
+        ),
+    ]
+
+
 def format_table(r: dict[str, Any]) -> str:
     m, mm, ex, st = r["machine"], r["matmul"], r["extraction"], r["extraction_study"]
     lines = [
@@ -495,7 +572,7 @@ def format_table(r: dict[str, Any]) -> str:
         "matmul (2048^2 torch.mm, best of %d)       " % mm["repeats"]
         + "  ".join(f"fp32 {t}t {g:.1f}" for t, g in mm["fp32"].items())
         + "  "
-        + "  ".join(f"bf16 {t}t {g:.1f}" for t, g in mm["bf16"].items())
+        + ("  ".join(f"bf16 {t}t {g:.1f}" for t, g in mm["bf16"].items()) or "bf16 skipped")
         + "  GFLOP/s",
         "",
         "1. cache vs recompute (30 epochs, one fold; naive timed for N epochs and scaled x30/N)",
@@ -532,23 +609,10 @@ def format_table(r: dict[str, Any]) -> str:
             f"{100 * row['peak_fraction']:5.1f} %"
         )
     b = r["bf16"]
-    lines += [
-        "",
-        "4. bf16 autocast vs fp32 extraction",
-        f"   package, cold: {b['fp32_cold_s']:.1f} vs {b['bf16_cold_s']:.1f} s -> {b['speedup']:.2f}x; "
-        f"compute only {b['compute_only']['speedup_autocast']:.2f}x, with bf16-stored weights "
-        f"{b['compute_only']['speedup_precast']:.2f}x",
-        f"   features: max relative L2 {b['feature_difference']['max_relative_l2']:.4f} "
-        f"(median {b['feature_difference']['median_relative_l2']:.4f})",
-        f"   test UAR over {len(b['folds'])} fold(s): fp32 {np.mean(b['uar_fp32']):.4f}, "
-        f"bf16 {np.mean(b['uar_bf16']):.4f}, delta {b['uar_delta_mean']:+.4f} "
-        f"(largest per fold {b['uar_delta_max_abs_fold']:.4f})"
-        + (
-            f"; fp32 seed 1 vs 0: {b['seed_delta_mean']:+.4f} (largest {b['seed_delta_max_abs_fold']:.4f})"
-            if "seed_delta_mean" in b
-            else ""
-        ),
-    ]
+    if "skipped" in b:
+        lines += ["", f"4. bf16 autocast vs fp32 extraction: skipped ({b['skipped']})"]
+    else:
+        lines += _bf16_lines(b)
     a = r["attack"]
     lines += [
         "",
@@ -648,8 +712,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="where to write the JSON (default: a temp-dir file)")
     parser.add_argument("--data-root", default=None, help="EmoDB root (default: the shipped copy)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary caches and MLflow store")
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="bf16 matmul and section 4: auto (default; skipped where the CPU has no bf16 kernels), on, off",
+    )
     args = parser.parse_args(argv)
     settings = PRESETS["tiny" if args.tiny else "quick" if args.quick else "default"]
+    if args.bf16:
+        settings = replace(settings, bf16=args.bf16)
     if args.data_root:
         settings = replace(settings, data_root=args.data_root)
     work_dir = Path(tempfile.mkdtemp(prefix="trustser-bench-"))

@@ -136,14 +136,16 @@ def matmul_gflops(
     return 2 * n**3 / t / 1e9
 
 
-def measure_matmul(n: int, repeats: int, thread_options: Sequence[int]) -> dict[str, Any]:
-    """fp32 and bf16 matmul GFLOP/s at each thread count; the peaks are the best over thread counts."""
+def measure_matmul(n: int, repeats: int, thread_options: Sequence[int], bf16: bool = True) -> dict[str, Any]:
+    """fp32 and (unless ``bf16`` is False) bf16 matmul GFLOP/s at each thread count; the peaks are the best over
+    thread counts (None where not measured)."""
     out: dict[str, Any] = {"n": n, "repeats": repeats, "fp32": {}, "bf16": {}}
+    dtypes = (("fp32", torch.float32), ("bf16", torch.bfloat16)) if bf16 else (("fp32", torch.float32),)
     for n_threads in thread_options:
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        for name, dtype in dtypes:
             out[name][str(n_threads)] = matmul_gflops(n, dtype, n_threads, repeats)
     out["fp32_peak_gflops"] = max(out["fp32"].values())
-    out["bf16_peak_gflops"] = max(out["bf16"].values())
+    out["bf16_peak_gflops"] = max(out["bf16"].values()) if out["bf16"] else None
     return out
 
 

@@ -354,3 +354,21 @@ def _fake_results():
         },
         "targets": {"cache_speedup >= 20": True},
     }
+
+
+def test_bf16_is_skipped_with_its_reason_on_a_cpu_without_bf16_kernels(bench):
+    """On a CPU without bf16 kernels torch emulates bf16 (a 2048^2 matmul takes minutes): --quick would not be
+    quick, and would time the emulation. `auto` skips section 4 and says why; `on` forces it; `off` skips it."""
+    assert "no oneDNN bf16 kernels" in bench.bf16_skip_reason("auto", False)
+    assert bench.bf16_skip_reason("auto", True) is None and bench.bf16_skip_reason("auto", None) is None
+    assert bench.bf16_skip_reason("on", False) is None and bench.bf16_skip_reason("off", True) == "--bf16 off"
+    r = _fake_results()
+    r["bf16"] = {"skipped": "no kernels", "folds": ["fold1"], "uar_fp32": [0.5]}
+    r["matmul"]["bf16"], r["matmul"]["bf16_peak_gflops"] = {}, None
+    r["memory_copy"]["convention"] = "read + write"
+    r["extraction"]["compute_only_best_peak_fraction"] = 0.6
+    table = bench.format_table(r)
+    assert "4. bf16 autocast vs fp32 extraction: skipped (no kernels)" in table and "bf16 skipped" in table
+    flat = bench.headline(r)
+    assert flat["bf16_speedup"] is None and flat["matmul_gflops_bf16"] is None
+    assert flat["targets"]["bf16_speedup >= 1.5"] is None  # not measured, neither met nor failed
