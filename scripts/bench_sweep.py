@@ -41,6 +41,9 @@ def sweep_child(spec_path: str) -> None:
     """Runs in a fresh process: ``run_experiment`` with each stage's entry point wrapped by a timer."""
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
+    from trustser.allocator import keep_freed_memory
+
+    allocator = keep_freed_memory()  # as the trustser CLI does, so the sweep times what README command 1 runs
     import trustser.evaluation as evaluation
     import trustser.experiment as ex
     from trustser.metrics import sustainability as sus
@@ -166,6 +169,7 @@ def sweep_child(spec_path: str) -> None:
         "wall_s": wall,
         "stages_s": stages,
         "minor_page_faults": faults,
+        "allocator": allocator,
         "head_step_in_pipeline_process": step,
         "work": work,
         "clip_seconds": seconds,
