@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from run_flags import FAST_RUN
 
 from trustser.cli import main
 from trustser.experiment import RunConfig, TrustConfig, run_experiment
@@ -75,28 +76,7 @@ def test_a_small_manifest_corpus_converges_or_warns_and_an_under_trained_head_al
     # the method's recipe cut to one epoch (3 optimiser steps): the head cannot have learned, and the CLI says so
     out = CliRunner().invoke(
         main,
-        [
-            "run",
-            "--manifest",
-            str(root / "manifest.csv"),
-            "--backbone",
-            "whisper_tiny",
-            "--random-init",
-            "--folds",
-            "1",
-            "--schedule",
-            "paper",
-            "--epochs",
-            "1",
-            "--standardize",
-            "false",
-            "--no-safety",
-            "--no-probes",
-            "--no-cost",
-            "--no-progress",
-            "--bootstrap",
-            "200",
-        ],
+        ["run", "--manifest", str(root / "manifest.csv"), *FAST_RUN, "--standardize", "false", "--bootstrap", "200"],
     )
     assert out.exit_code == 0, out.output
     assert "warning" in out.output and "linear reference" in out.output
