@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 from typing import Any, Sequence
 
 FEATURE_TOLERANCE = 1e-2  # relative: max |cpu - cuda| / max |cpu|, fp32 (TF32 convolutions included)
@@ -114,10 +115,11 @@ def fold_check(precisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
     runs: dict[str, Any] = {}
     for device, precision in precisions:
-        with tempfile.TemporaryDirectory(prefix="trustser-gpu-check-") as tmp:
-            # the run's store is a throwaway: trustser.tracking reads MLFLOW_TRACKING_URI (else ./mlflow.db)
-            previous = os.environ.get("MLFLOW_TRACKING_URI")
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        # the run's store is a throwaway: trustser.tracking reads MLFLOW_TRACKING_URI (else ./mlflow.db)
+        with (
+            tempfile.TemporaryDirectory(prefix="trustser-gpu-check-") as tmp,
+            mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}),
+        ):
             config = RunConfig(
                 backbone="whisper_tiny_en",
                 folds="1",
@@ -129,13 +131,7 @@ def fold_check(precisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
                 trust=TrustConfig(max_attack_clips=32, sweep_snrs=(45.0,), measure_cost=False),
             )
             t0 = time.perf_counter()
-            try:
-                result = run_experiment(config)
-            finally:
-                if previous is None:
-                    os.environ.pop("MLFLOW_TRACKING_URI", None)
-                else:
-                    os.environ["MLFLOW_TRACKING_URI"] = previous
+            result = run_experiment(config)
             wall = time.perf_counter() - t0
         fold = result.folds[0].metrics
         runs[f"{device}/{precision}"] = {
