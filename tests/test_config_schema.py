@@ -188,7 +188,9 @@ def test_the_cli_precision_choices_are_the_extractions():
 
 def test_only_the_swept_attacks_run_at_every_sweep_snr_the_others_at_the_operating_point():
     trust = RunConfig().trust
-    assert trust.attack_snrs("fgsm") == (45.0, 30.0, 35.0, 40.0, 50.0, 55.0, 60.0)  # the operating point first
-    assert trust.attack_snrs("gaussian") == trust.attack_snrs("pgd") == (45.0,)
+    assert trust.attack_snrs("fgsm") == trust.attack_snrs("gaussian") == (45.0,)  # no sweep unless asked for
+    fgsm = with_assignments(RunConfig(), ["trust.sweep_attacks=fgsm"]).trust
+    assert fgsm.attack_snrs("fgsm") == (45.0, 30.0, 35.0, 40.0, 50.0, 55.0, 60.0)  # the operating point first
+    assert fgsm.attack_snrs("gaussian") == fgsm.attack_snrs("pgd") == (45.0,)
     swept = with_assignments(RunConfig(), ["trust.sweep_attacks=[fgsm,gaussian]", "trust.sweep_snrs=[40,45]"]).trust
     assert swept.attack_snrs("gaussian") == (45.0, 40.0) and swept.attack_snrs("pgd") == (45.0,)

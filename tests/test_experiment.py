@@ -14,7 +14,12 @@ from trustser.experiment import RunConfig, TrustConfig, run_experiment
 from trustser.training import TrainConfig
 
 QUICK_TRUST = TrustConfig(
-    max_attack_clips=3, sweep_snrs=(40.0,), measure_cost=False, probe_epochs=2, bootstrap_resamples=50
+    max_attack_clips=3,
+    sweep_snrs=(40.0,),
+    sweep_attacks=("fgsm",),
+    measure_cost=False,
+    probe_epochs=2,
+    bootstrap_resamples=50,
 )
 NO_TRUST = TrustConfig(safety=False, probes=False, measure_cost=False)
 
@@ -217,6 +222,17 @@ def test_cli_run_prints_uar_and_warns_about_random_weights(mini_emodb):
     )
     assert out.exit_code == 0, out.output
     assert "RANDOM weights" in out.output and "test UAR" in out.output
+    # the defaults measure the attacks at the method's 45 dB only: no sweep, so no sweep artifacts
+    (fold,) = mlflow.search_runs(
+        filter_string="tags.fold = 'fold1'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        search_all_experiments=True,
+        output_format="list",
+    )
+    assert "safety_fgsm_asr_snr45" in fold.data.metrics and "safety_fgsm_asr_snr30" not in fold.data.metrics
+    safety = {a.path for a in mlflow.MlflowClient().list_artifacts(fold.info.run_id, "safety")}
+    assert "safety/fgsm_clips.csv" in safety and "safety/snr_sweep.png" not in safety
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):

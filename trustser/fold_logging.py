@@ -116,6 +116,8 @@ def log_attack_artifacts(attacks: dict[str, Any], config: RunConfig, fold: Fold)
             mlflow.set_tag(f"safety_{attack}_note", primary.reason[:5000])
         frames = [r.records_frame().assign(target_snr_db=snr) for snr, r in by_snr.items()]
         mlflow.log_text(pd.concat(frames).to_csv(index=False), f"safety/{attack}_clips.csv")
+    if all(len(by_snr) < 2 for by_snr in attacks.values()):
+        return  # no attack was swept (trust.sweep_attacks): a curve of one point per attack says nothing
     sweep = SweepResult(attacks)
     mlflow.log_text(sweep.table().to_csv(index=False), "safety/snr_sweep.csv")
     tracking.log_figure(sweep_figure(sweep, f"{config.backbone} {fold.name}"), "safety/snr_sweep.png")
