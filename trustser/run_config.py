@@ -144,8 +144,8 @@ class TrustConfig:
     # which of the attacks are also measured at every sweep SNR (e.g. ("fgsm",): the ASR-vs-SNR curve); the others
     # run at snr_db only. None by default: no objective, scenario or pick reads the curve, and FGSM's 6 extra SNRs
     # cost 6 forwards per attacked clip against ~4.4 forward-equivalents for the rest of the safety family (its
-    # gradient, the 45 dB check, the Gaussian control) — on README command 1 that was ~115 of 199 s
-    # (docs/benchmarks.md §7), on the method's full grid ~40 % of the estimated cost
+    # gradient ≈ 2.4 forwards, the 45 dB check, the Gaussian control): over half the attack stage, which is about
+    # two thirds of the method's full grid as estimated in docs/benchmarks.md §6 (command 1: §7)
     sweep_attacks: tuple[str, ...] = ()
     pgd_steps: int = 10
     attack_train_mode: bool = False
