@@ -184,3 +184,29 @@ def test_the_wavlm_position_bias_comes_from_a_frozen_copy_of_layer_0_unless_laye
     everything = build_top_layers(ex.backbone, 12)
     assert everything.bias_table() is everything.layers[0].attention.rel_attn_embed
     assert everything.bias_table().weight.requires_grad
+
+
+@pytest.mark.parametrize("top_lr", [None, 1e-6])
+def test_the_unfrozen_layers_take_steps_of_top_lr_and_the_head_of_lr(top_lr):
+    """Adam's first step moves every parameter by about its learning rate: one step shows which rate each got."""
+    ex = extracted(FAMILIES[0])
+    torch.manual_seed(0)
+    model = build_finetune_model(ex.backbone, 1, num_classes=4, width=16)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = list(ex.cache)
+    config = TrainConfig(schedule="paper", epochs=1, batch_size=3, lr=1e-3, top_lr=top_lr)  # one step
+    train_head(ex.cache, ex.labels, ids[:3], ids[3:], 4, config, model=model)
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters()}
+    top = max(v for n, v in moved.items() if n.startswith("top."))
+    head = max(v for n, v in moved.items() if n.startswith("head."))
+    assert head == pytest.approx(1e-3, rel=0.05)
+    assert top == pytest.approx(top_lr or 1e-3, rel=0.05)
+
+
+def test_top_lr_must_be_positive_and_is_part_of_the_configuration_once_set():
+    from trustser.run_config import RunConfig, config_hash
+
+    with pytest.raises(ConfigError, match="train.top_lr"):
+        TrainConfig(top_lr=0.0)
+    assert config_hash(RunConfig()) != config_hash(RunConfig(train=TrainConfig(top_lr=5e-5)))
+    # unset, it leaves the hash as it was before it existed: tests/test_robustness_selection.py pins that

@@ -175,3 +175,11 @@ def test_config_hash_identifies_what_is_computed_not_where_it_is_logged():
 
 def test_objectives_registry_holds_the_five_axes_in_table_order():
     assert list(OBJECTIVES) == ["performance", "privacy", "safety", "fairness", "sustainability"]
+
+
+def test_the_unfrozen_layers_learning_rate_is_a_search_dimension(tmp_path):
+    space = load_space(
+        write(tmp_path, minimal(search={"backbone": ["whisper_tiny"], "unfreeze_top": [1], "top_lr": [5e-5, 5e-4]}))
+    )
+    assert len(space.grid()) == 2
+    assert sorted(space.run_config(p).train.top_lr for p in space.grid()) == [5e-5, 5e-4]

@@ -132,7 +132,7 @@ def train_head(
     if device is not None:
         head.to(device)
     target_device = module_device(head)
-    optimiser = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=config.lr)
+    optimiser = torch.optim.Adam(parameter_groups(head, config), lr=config.lr)
     y_val = np.array([labels[i] for i in val_ids])
     best = (-1.0, 0, None)
     history = []
@@ -162,6 +162,21 @@ def train_head(
     head.load_state_dict(best[2])
     head.eval()
     return TrainResult(head, best[1], best[0], history, len(history) * steps_per_epoch, stop_reason, standardization)
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: every trainable parameter at ``config.lr``, except a fine-tuning model's
+    unfrozen encoder layers (its ``.top``) at ``config.top_lr`` when that is set — pretrained layers usually want a
+    smaller step than a head trained from scratch. One group otherwise, exactly as before the option existed."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    top = getattr(model, "top", None)
+    if config.top_lr is None or not isinstance(top, nn.Module):
+        return [{"params": trainable}]
+    in_top = {id(p) for p in top.parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) not in in_top]},
+        {"params": [p for p in trainable if id(p) in in_top], "lr": config.top_lr},
+    ]
 
 
 def standardized_head(model: nn.Module) -> EmotionHead:

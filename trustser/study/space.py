@@ -60,6 +60,7 @@ SEARCHABLE: dict[str, type] = {
     "unfreeze_top": int,
     "width": int,
     "lr": float,
+    "top_lr": float,
     "pooling": str,
     "epochs": int,
     "batch_size": int,
@@ -82,6 +83,7 @@ TRAIN_KEYS = (
     "max_epochs",
     "patience",
     "standardize",
+    "top_lr",
 )  # TrainConfig fields
 TOP_LEVEL = (
     "name",
