@@ -22,7 +22,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 4
-SWEEP_SNRS = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0)  # the experiment's default SNR sweep (TrustConfig)
+SWEEP_SNRS = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0)  # TrustConfig.sweep_snrs: the opt-in ASR-vs-SNR curve
 
 
 # --------------------------------------------------------------------------------------------------- utilities

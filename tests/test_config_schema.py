@@ -194,3 +194,23 @@ def test_only_the_swept_attacks_run_at_every_sweep_snr_the_others_at_the_operati
     assert fgsm.attack_snrs("gaussian") == fgsm.attack_snrs("pgd") == (45.0,)
     swept = with_assignments(RunConfig(), ["trust.sweep_attacks=[fgsm,gaussian]", "trust.sweep_snrs=[40,45]"]).trust
     assert swept.attack_snrs("gaussian") == (45.0, 40.0) and swept.attack_snrs("pgd") == (45.0,)
+
+
+def test_sweeping_an_attack_that_does_not_run_is_an_error_naming_it_when_the_run_starts():
+    from trustser.experiment import run_experiment
+
+    config = with_assignments(RunConfig(), ["trust.sweep_attacks=pgd"])  # --pgd may still add it: no error yet
+    with pytest.raises(ConfigError, match=r"sweep_attacks: 'pgd' is not among the attacks run.*--pgd"):
+        run_experiment(config)
+    with_assignments(config, ["trust.attacks=[fgsm,pgd]"]).trust.check_sweep()  # added: fine
+
+
+def test_configurations_that_cannot_sweep_keep_their_hash_and_a_frozen_backbone_ignores_top_lr():
+    from trustser.run_config import TrainConfig, config_hash
+
+    at_45 = with_assignments(RunConfig(), ["trust.sweep_snrs=[45]"])
+    assert config_hash(at_45) == config_hash(with_assignments(at_45, ["trust.sweep_attacks=fgsm"]))
+    assert config_hash(RunConfig()) != config_hash(with_assignments(RunConfig(), ["trust.sweep_attacks=fgsm"]))
+    assert config_hash(RunConfig(train=TrainConfig(top_lr=5e-5))) == config_hash(RunConfig())
+    tuned = RunConfig(unfreeze_top=1)
+    assert config_hash(RunConfig(unfreeze_top=1, train=TrainConfig(top_lr=5e-5))) != config_hash(tuned)

@@ -208,5 +208,7 @@ def test_top_lr_must_be_positive_and_is_part_of_the_configuration_once_set():
 
     with pytest.raises(ConfigError, match="train.top_lr"):
         TrainConfig(top_lr=0.0)
-    assert config_hash(RunConfig()) != config_hash(RunConfig(train=TrainConfig(top_lr=5e-5)))
+    assert config_hash(RunConfig(unfreeze_top=1)) != config_hash(
+        RunConfig(unfreeze_top=1, train=TrainConfig(top_lr=5e-5))
+    )
     # unset, it leaves the hash as it was before it existed: tests/test_robustness_selection.py pins that

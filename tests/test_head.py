@@ -46,3 +46,25 @@ def test_per_clip_fast_path_equals_the_padded_batch_forward():
         batch[i, :, : c.shape[1]] = c.float()
         mask[i, : c.shape[1]] = True
     torch.testing.assert_close(head.forward_clips(clips), head(batch, mask))
+
+
+def test_a_standardised_heads_fast_path_trains_like_the_padded_batch():
+    """The fast path folds the standardisation offset into conv1's bias: same logits, same gradient for every
+    parameter (layer weights, conv1's weight and bias included) as the padded forward that subtracts it."""
+    torch.manual_seed(0)
+    head = EmotionHead(num_layers=3, hidden_size=8)
+    head.layer_logits.data = torch.randn(3)
+    head.set_standardization(torch.randn(3, 8), torch.rand(3, 8) + 0.5)
+    clips = [torch.randn(3, n, 8) for n in (5, 9, 2)]
+    batch = torch.zeros(3, 3, 9, 8)
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    for i, c in enumerate(clips):
+        batch[i, :, : c.shape[1]] = c
+        mask[i, : c.shape[1]] = True
+    grads = []
+    for logits in (lambda: head.forward_clips(clips), lambda: head(batch, mask)):
+        head.zero_grad()
+        (logits() * torch.arange(12.0).reshape(3, 4)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in head.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)

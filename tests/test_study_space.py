@@ -183,3 +183,5 @@ def test_the_unfrozen_layers_learning_rate_is_a_search_dimension(tmp_path):
     )
     assert len(space.grid()) == 2
     assert sorted(space.run_config(p).train.top_lr for p in space.grid()) == [5e-5, 5e-4]
+    with_default = load_space(write(tmp_path, minimal(search={"backbone": ["whisper_tiny"], "top_lr": [None, 5e-5]})))
+    assert {space.run_config(p).train.top_lr for p in with_default.grid()} == {None, 5e-5}  # null: the head's lr

@@ -75,6 +75,7 @@ def run_experiment(config: RunConfig) -> ExperimentResult:
     import mlflow
 
     started = time.perf_counter()
+    config.trust.check_sweep()
     index = load_corpus(config.dataset, config.data_root, dict(config.corpus_options))
     test_index = None
     if config.test_dataset:  # loaded before anything runs: a missing corpus fails now, not after training

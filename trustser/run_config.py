@@ -189,6 +189,16 @@ class TrustConfig:
     def as_params(self) -> dict[str, object]:
         return {f"trust.{k}": v for k, v in asdict(self).items()}
 
+    def check_sweep(self) -> None:
+        """A swept attack must be one that runs. Checked when a run starts, not on construction: ``--pgd`` adds PGD
+        to the attacks after ``--set`` may have asked to sweep it."""
+        not_run = [a for a in self.sweep_attacks if a not in self.attacks]
+        if not_run and self.safety:
+            raise ConfigError(
+                f"trust.sweep_attacks: '{not_run[0]}' is not among the attacks run (trust.attacks: "
+                f"{', '.join(self.attacks) or 'none'}); add it there (PGD: --pgd) to sweep it"
+            )
+
     def attack_snrs(self, attack: str) -> tuple[float, ...]:
         """The SNRs ``attack`` is measured at: the operating point first, then the sweep's if it is swept."""
         swept = self.sweep_snrs if attack in self.sweep_attacks else ()
@@ -253,8 +263,14 @@ def config_hash(run_config: Any) -> str:
         values.pop("test_data_root", None)
     if not values.get("trust", {}).get("corruptions"):  # added later: without it a configuration keeps its hash
         values.get("trust", {}).pop("corruptions", None)
-    if values.get("train", {}).get("top_lr") is None:  # added later: at its default a configuration keeps its hash
-        values.get("train", {}).pop("top_lr", None)
+    train = values.get("train", {})
+    if train.get("top_lr") is None or not values.get("unfreeze_top"):  # added later; no effect on a frozen backbone
+        train.pop("top_lr", None)
+    trust = values.get("trust", {})
+    if set(map(float, trust.get("sweep_snrs", ()))) <= {float(trust.get("snr_db", 45.0))}:
+        # no SNR besides the operating point: nothing can be swept, whatever sweep_attacks says, so hash it as the
+        # default before the sweep became opt-in (("fgsm",)), and such configurations keep the hash they had
+        trust["sweep_attacks"] = ["fgsm"]
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

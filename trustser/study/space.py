@@ -310,7 +310,13 @@ def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+NULLABLE = frozenset({"top_lr"})
+"""Searchable settings whose null means "the default rule" (``top_lr``: the head's lr), so a study can compare it."""
+
+
 def _typed(value: Any, kind: type, key: str, fail) -> Any:
+    if value is None and key.rpartition(".")[2] in NULLABLE:
+        return None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
