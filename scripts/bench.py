@@ -644,6 +644,12 @@ def format_table(r: dict[str, Any]) -> str:
                 f"{h['package_step_s'] * 1e3:.0f} ms, concatenate first {h['concat_first_step_s'] * 1e3:.0f}"
                 f" ms -> {h['speedup']:.2f}x (logits differ by {h['logits_max_abs_diff']:.1e})"
             )
+            if "standardized_step_s" in h:
+                lines.append(
+                    f"     standardised (the default): layer-sum op {h['standardized_step_s'] * 1e3:.0f} ms, "
+                    f"broadcast {h['standardized_broadcast_step_s'] * 1e3:.0f} ms -> "
+                    f"{h['standardized_speedup']:.2f}x (logits differ by {h['standardized_logits_max_abs_diff']:.1e})"
+                )
             if "read_gbps" in h:
                 lines.append(
                     f"     reads {h['feature_bytes'] / 1e6:.0f} MB of {h.get('feature_dtype', '?')} "

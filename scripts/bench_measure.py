@@ -507,6 +507,24 @@ def concat_first(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
     return head.fc2(F.relu(head.fc1(pooled)))
 
 
+def broadcast_standardized(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A standardised ``EmotionHead.forward_clips`` as it was before 2026-12-07: the layer sum as a broadcast
+    product [L, T, H] per clip summed over layers, the offset subtracted from every frame. The same logits to float
+    rounding; kept as the reference ``trustser.layer_sum`` is timed against."""
+    import torch.nn.functional as F
+
+    lengths = torch.tensor([c.shape[1] for c in clips])
+    scale = head.layer_weights()[:, None] * head.feat_inv_std
+    offset = (scale * head.feat_mean).sum(0)
+    combined = torch.cat([(c.float() * scale[:, None, :]).sum(0) for c in clips]) - offset
+    x = F.relu(F.linear(combined, head.conv1.weight.squeeze(-1), head.conv1.bias))
+    x = F.linear(x, head.conv2.weight.squeeze(-1), head.conv2.bias)
+    segment = torch.repeat_interleave(torch.arange(len(clips)), lengths)
+    pooled = torch.zeros(len(clips), x.shape[1], dtype=x.dtype).index_add_(0, segment, x)
+    pooled = pooled / lengths[:, None].clamp(min=1).to(x.dtype)
+    return head.fc2(F.relu(head.fc1(pooled)))
+
+
 def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int = 5) -> dict[str, Any]:
     """One training step (forward + backward, batch of 64 cached clips) of the package's head (layer sum per clip,
     then concatenation) against the concatenate-first way it replaced; the step that head training and both
@@ -533,8 +551,21 @@ def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int
     before = best_time(step(lambda c: concat_first(head, c)), repeats)
     with torch.no_grad():
         diff = float((head.forward_clips(clips) - concat_first(head, clips)).abs().max())
+    # the default head standardises: its step (trustser.layer_sum) against the broadcast formulation it replaced
+    from trustser.standardize import fit_standardization
+
+    stats = fit_standardization(store, list(ids[:64]))
+    head.set_standardization(stats.mean, stats.std)
+    standardized = best_time(step(head.forward_clips), repeats)
+    broadcast = best_time(step(lambda c: broadcast_standardized(head, c)), repeats)
+    with torch.no_grad():
+        standardized_diff = float((head.forward_clips(clips) - broadcast_standardized(head, clips)).abs().max())
     nbytes = head_step_bytes(clips)
     return {
+        "standardized_step_s": standardized,
+        "standardized_broadcast_step_s": broadcast,
+        "standardized_speedup": broadcast / standardized,
+        "standardized_logits_max_abs_diff": standardized_diff,
         "clips": len(clips),
         "frames": int(sum(c.shape[1] for c in clips)),
         "package_step_s": package,

@@ -88,6 +88,9 @@ def test_tiny_run_prints_one_json_object_with_every_headline_ratio(bench, mini_e
     assert "read + write" in result["head_step_bandwidth_convention"]
     step = result["head_step"]
     assert step["feature_dtype"] == "float32" and step["feature_bytes"] == result["head_step_feature_bytes"]
+    # the default (standardised) step against the broadcast formulation it replaced: same logits, both timed
+    assert positive_finite(step["standardized_step_s"]) and positive_finite(step["standardized_broadcast_step_s"])
+    assert step["standardized_logits_max_abs_diff"] < 1e-4
     assert step["read_gbps"] == pytest.approx(step["feature_bytes"] / step["package_step_s"] / 1e9)
     assert positive_finite(result["sweep"]["head_step_in_pipeline_process"]["bandwidth_fraction"])
 
