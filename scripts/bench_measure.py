@@ -494,11 +494,16 @@ def concat_first(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
     """``EmotionHead.forward_clips`` as it was before the layer sum moved ahead of the concatenation: every
     layer's [L, T, H] is copied into one [L, N, H] tensor, then summed. The same logits; kept as the reference the
     package's step is timed against."""
+    frames = torch.cat(list(clips), dim=1).float()
+    return _logits_from_frames(head, torch.einsum("l,lnh->nh", head.layer_weights(), frames), clips)
+
+
+def _logits_from_frames(head, combined: torch.Tensor, clips: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The head after its layer sum, on the clips' concatenated frames [N, H]: the two k=1 convolutions, the
+    per-clip time-mean and the two linear layers (the reference formulations differ only before this)."""
     import torch.nn.functional as F
 
     lengths = torch.tensor([c.shape[1] for c in clips])
-    frames = torch.cat(list(clips), dim=1).float()
-    combined = torch.einsum("l,lnh->nh", head.layer_weights(), frames)
     x = F.relu(F.linear(combined, head.conv1.weight.squeeze(-1), head.conv1.bias))
     x = F.linear(x, head.conv2.weight.squeeze(-1), head.conv2.bias)
     segment = torch.repeat_interleave(torch.arange(len(clips)), lengths)
@@ -511,18 +516,10 @@ def broadcast_standardized(head, clips: Sequence[torch.Tensor]) -> torch.Tensor:
     """A standardised ``EmotionHead.forward_clips`` as it was before 2026-12-07: the layer sum as a broadcast
     product [L, T, H] per clip summed over layers, the offset subtracted from every frame. The same logits to float
     rounding; kept as the reference ``trustser.layer_sum`` is timed against."""
-    import torch.nn.functional as F
-
-    lengths = torch.tensor([c.shape[1] for c in clips])
     scale = head.layer_weights()[:, None] * head.feat_inv_std
     offset = (scale * head.feat_mean).sum(0)
     combined = torch.cat([(c.float() * scale[:, None, :]).sum(0) for c in clips]) - offset
-    x = F.relu(F.linear(combined, head.conv1.weight.squeeze(-1), head.conv1.bias))
-    x = F.linear(x, head.conv2.weight.squeeze(-1), head.conv2.bias)
-    segment = torch.repeat_interleave(torch.arange(len(clips)), lengths)
-    pooled = torch.zeros(len(clips), x.shape[1], dtype=x.dtype).index_add_(0, segment, x)
-    pooled = pooled / lengths[:, None].clamp(min=1).to(x.dtype)
-    return head.fc2(F.relu(head.fc1(pooled)))
+    return _logits_from_frames(head, combined, clips)
 
 
 def head_step(store, labels: Mapping[str, int], ids: Sequence[str], repeats: int = 5) -> dict[str, Any]:

@@ -86,10 +86,11 @@ class EmotionHead(nn.Module):
         """
         lengths = torch.tensor([c.shape[1] for c in clips])
         w1, b1 = self.conv1.weight.squeeze(-1), self.conv1.bias
-        if bool(self.standardized) and self.pooling != "last":
+        standardized = bool(self.standardized)
+        if standardized and self.pooling != "last":
             combined, offset = self._standardized_sum(clips)
             b1 = b1 - w1 @ offset  # W(s − o) + b = Ws + (b − Wo): the offset never touches the [N, H] sum
-        elif bool(self.standardized):
+        elif standardized:
             combined = (torch.cat([c[-1] for c in clips]).float() - self.feat_mean[-1]) * self.feat_inv_std[-1]
         elif self.pooling == "last":
             combined = torch.cat([c[-1] for c in clips]).float()  # [N, H]

@@ -12,8 +12,8 @@ Here the forward accumulates layer by layer into the output rows (``addcmul_``: 
 temporary of the features' size for fp32 features, no concatenation), and the backward reads each clip once more
 for the scale's gradient — the two reads of the features every step needs. (The backward's product is one clip's
 [L, T_i, H] at a time, freed before the next clip's: measured faster than a loop over layers, 14.5 against 22.7 ms
-per batch. fp16 features, from an out-of-core store, are widened one clip at a time.) Measured on that step: forward 62 → 14 ms, and the
-whole step ~20 % faster (docs/benchmarks.md §7). The sums run in another order than the broadcast's, so results
+per batch. fp16 features, from an out-of-core store, are widened one clip at a time.) Measured on that step:
+forward 62 → 14 ms, and the whole step ~20 % faster (docs/benchmarks.md §7). The sums run in another order than the broadcast's, so results
 equal the broadcast formulation to float rounding, not bit for bit.
 """
 

@@ -310,8 +310,8 @@ def _optional_str(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-NULLABLE = frozenset({"top_lr"})
-"""Searchable settings whose null means "the default rule" (``top_lr``: the head's lr), so a study can compare it."""
+NULLABLE = frozenset(k for k in TRAIN_KEYS if getattr(TrainConfig(), k) is None)
+"""Training settings whose null is their default rule (``top_lr``: the head's lr), so a study can search it."""
 
 
 def _typed(value: Any, kind: type, key: str, fail) -> Any:
